@@ -1,0 +1,100 @@
+"""Request and response models shared by every provider and stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CallStatus = Literal["ok", "failed"]
+
+
+class ImageInput(BaseModel):
+    """An image attached to a message, already verified and re-encoded.
+
+    Only `sha256` enters the cache key; the bytes travel in `data_b64`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str
+    media_type: str = "image/jpeg"
+    data_b64: str = Field(repr=False)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    images: tuple[ImageInput, ...] = ()
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = 0.7
+    max_tokens: int = 300
+    top_p: float | None = None
+    seed: int | None = None
+
+    def params_hash(self) -> str:
+        return sha256_text(canonical_json(self.model_dump()))[:16]
+
+
+class LLMRequest(BaseModel):
+    """One rendered call: what is sent, independent of how it is sent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    model: str
+    messages: tuple[Message, ...]
+    params: GenerationParams = GenerationParams()
+    output_schema: dict[str, Any] | None = None
+    schema_name: str | None = None
+
+    def cache_key(self) -> str:
+        """Content address of the call: provider, model, messages (images by sha), params, schema."""
+        return sha256_text(canonical_json(self.fingerprint()))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "messages": [
+                {"role": m.role, "content": m.content, "images": [i.sha256 for i in m.images]}
+                for m in self.messages
+            ],
+            "params": self.params.model_dump(),
+            "output_schema": self.output_schema,
+        }
+
+
+class LLMResponse(BaseModel):
+    """The outcome of one call, successful or not; failures carry a reason."""
+
+    call_id: str
+    status: CallStatus
+    error: str | None = None
+    text: str | None = None
+    parsed: Any = None
+    finish_reason: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    provider_request_id: str | None = None
+    attempts: int = 1
+    from_cache: bool = False
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,44 @@
+"""Ingestion from the UI: a job whose config names a dataset file, and partition registration."""
+
+import dagster as dg
+from pydantic import Field
+
+from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, known_batches
+from miko_assets.partitions import post_batches
+from miko_assets.resources import WarehouseResource
+from miko_assets.warehouse.warehouse import Warehouse
+
+
+class IngestConfig(dg.Config):
+    format: str = Field(description="mmsd, mmsd2, twitter2015, twitter2017, isarcasmeval, miko_release, jsonl or csv")
+    path: str
+    split: str | None = None
+    images: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+def register_batches(instance: dg.DagsterInstance, warehouse: Warehouse) -> list[str]:
+    """Add every batch the warehouse knows to the `post_batches` partitions; returns the added ones."""
+    existing = set(instance.get_dynamic_partitions(post_batches.name))
+    missing = [b for b in known_batches(warehouse) if b not in existing]
+    if missing:
+        instance.add_dynamic_partitions(post_batches.name, missing)
+    return missing
+
+
+@dg.op(description="Load a dataset file into new post_batches partitions (idempotent).")
+def ingest_dataset(context: dg.OpExecutionContext, config: IngestConfig, warehouse: WarehouseResource) -> None:
+    wh = warehouse.get()
+    result = ingest_file(
+        wh, config.format, config.path, split=config.split, images_dir=config.images, batch_size=config.batch_size
+    )
+    added = register_batches(context.instance, wh)
+    context.log.info(
+        f"read {result.rows_read} rows, added {result.rows_added}, "
+        f"{result.rows_already_ingested} already ingested; new partitions: {added or 'none'}"
+    )
+
+
+@dg.job(description="Ingest a dataset file into post_batches partitions.")
+def ingest_job() -> None:
+    ingest_dataset()

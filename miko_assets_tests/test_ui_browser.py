@@ -32,7 +32,8 @@ def test_asset_graph_and_posts_materialization_in_browser(tmp_path: Path) -> Non
     env = project_env(tmp_path)
     ingest = subprocess.run(
         [sys.executable, "-m", "miko_assets.cli", "ingest", "jsonl",
-         str(REPO / "miko_assets/sample_data/posts.jsonl"), "--split", "sample", "--batch-size", "12"],
+         str(REPO / "miko_assets/sample_data/posts.jsonl"), "--split", "sample", "--batch-size", "12",
+         "--images", str(REPO / "miko_assets/sample_data/images")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert ingest.returncode == 0, ingest.stderr

@@ -1,0 +1,6 @@
+"""Where tests find data: the real shared datasets live beside the repository."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

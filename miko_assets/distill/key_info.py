@@ -20,7 +20,7 @@ MISSING_FIELD = "none"
 
 KEY_INFO_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {f: {"type": "string"} for f in KEY_INFO_FIELDS},
+    "properties": {f: {"type": "string", "maxLength": 120} for f in KEY_INFO_FIELDS},
     "required": list(KEY_INFO_FIELDS),
     "additionalProperties": False,
 }

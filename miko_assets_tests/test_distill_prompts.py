@@ -216,7 +216,7 @@ def test_requests_carry_config_images_and_schema_only_for_json_prompts(
     )
     assert request.output_schema is None
 
-    v1 = stage_config("key_info", _env(prompts_copy))
+    v1 = stage_config("key_info", _env(prompts_copy, MIKO_KEY_INFO_PROMPT_VERSION="v1"))
     request = build_key_info_request(v1, v1.prompt(), "good morning", None)
     assert request.output_schema is None
     assert request.messages[-1].content.endswith('Text: "good morning"')

@@ -1,0 +1,105 @@
+"""Records shared by the annotation modules: stages, label vocabularies, one human judgement."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from miko_assets.annotate.agreement import majority_vote
+
+Stage = Literal["plausibility", "typicality"]
+STAGES: tuple[Stage, ...] = ("plausibility", "typicality")
+
+PLAUSIBILITY_LABELS: tuple[str, ...] = ("yes", "no", "unsure")
+TYPICALITY_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5")
+STAGE_LABELS: dict[Stage, tuple[str, ...]] = {
+    "plausibility": PLAUSIBILITY_LABELS,
+    "typicality": TYPICALITY_LABELS,
+}
+
+# MIKO's release states one accept bit per intention; it maps onto stage 1's yes / no.
+_PLAUSIBILITY_SYNONYMS = {
+    "yes": "yes",
+    "accept": "yes",
+    "accepted": "yes",
+    "plausible": "yes",
+    "true": "yes",
+    "1": "yes",
+    "no": "no",
+    "reject": "no",
+    "rejected": "no",
+    "implausible": "no",
+    "false": "no",
+    "0": "no",
+    "unsure": "unsure",
+    "not sure": "unsure",
+    "uncertain": "unsure",
+    "unknown": "unsure",
+}
+
+
+def normalize_label(stage: Stage, label: object) -> str | None:
+    """The canonical label of `stage` for a raw label, or None when it is not one.
+
+    Plausibility: yes / no / unsure (accept / reject and 1 / 0 map to yes / no).
+    Typicality: "1".."5" (ints and integral floats accepted).
+    """
+    if label is None:
+        return None
+    if stage == "plausibility":
+        return _PLAUSIBILITY_SYNONYMS.get(str(label).strip().lower())
+    if isinstance(label, bool):
+        return None
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    text = str(label).strip()
+    return text if text in TYPICALITY_LABELS else None
+
+
+class HumanAnnotation(BaseModel):
+    """One person's (or one released label set's) judgement of one intention at one stage.
+
+    `annotation_key` is stable across imports of the same judgement, so a caller can drop
+    rows it already holds; `source_sha256` names the file the row came from.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    annotation_key: str
+    intention_id: str
+    post_id: str | None
+    relation: str
+    stage: Stage
+    annotator: str
+    label: str
+    annotation_id: str
+    source: str
+    source_sha256: str
+    updated_at: str | None = None
+
+
+def annotation_key(*parts: object) -> str:
+    """A short stable hash of the parts that identify one judgement."""
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:32]
+
+
+def consensus_label(stage: Stage, labels: Iterable[object]) -> str | None:
+    """The raters' consensus on one intention at one stage, or None when there is none.
+
+    Plausibility: the majority label (a tie is no consensus). Typicality: the lower
+    median rating, so the consensus is always one of the five scale points.
+    """
+    canonical = [
+        c for c in (normalize_label(stage, label) for label in labels) if c is not None
+    ]
+    if not canonical:
+        return None
+    if stage == "plausibility":
+        winner = majority_vote(canonical)
+        return None if winner is None else str(winner)
+    ratings = sorted(int(c) for c in canonical)
+    return str(ratings[(len(ratings) - 1) // 2])

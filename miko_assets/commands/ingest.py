@@ -1,0 +1,49 @@
+"""`miko ingest` and `miko demo`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from miko_assets.commands.common import open_warehouse
+from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE_BATCH_SIZE = 12
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    ingest = commands.add_parser("ingest", help="load a dataset file into post_batches partitions")
+    ingest.add_argument("format", help="mmsd, mmsd2, twitter2015, twitter2017, isarcasmeval, miko_release, jsonl, csv")
+    ingest.add_argument("path", type=Path)
+    ingest.add_argument("--split", default=None)
+    ingest.add_argument("--images", type=Path, default=None, help="folder holding the posts' images")
+    ingest.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    ingest.set_defaults(run=_ingest)
+
+    demo = commands.add_parser("demo", help="ingest the bundled sample and materialize every asset for it")
+    demo.set_defaults(run=_demo)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from miko_assets.assets.ingest import register_batches
+    from miko_assets.instance import open_instance
+
+    warehouse = open_warehouse(args)
+    result = ingest_file(
+        warehouse, args.format, args.path, split=args.split, images_dir=args.images, batch_size=args.batch_size
+    )
+    with open_instance() as instance:
+        added = register_batches(instance, warehouse)
+    print(
+        f"read {result.rows_read} rows from {result.source_path}: {result.rows_added} added, "
+        f"{result.rows_already_ingested} already ingested"
+    )
+    print(f"new partitions: {', '.join(added) if added else 'none'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from miko_assets.demo import run_demo
+
+    return run_demo(open_warehouse(args), SAMPLE_DIR, SAMPLE_BATCH_SIZE)

@@ -2,22 +2,24 @@
 
 import dagster as dg
 
+from miko_assets.assets.distill import generation_assets, prompt_registry, staleness_checks
 from miko_assets.assets.ingest import ingest_job
 from miko_assets.assets.posts import posts
 from miko_assets.partitions import post_batches
-from miko_assets.resources import WarehouseResource, default_warehouse_path
+from miko_assets.resources import WarehouseResource, default_warehouse_path, llm_resource_from_env
 
-batch_assets = [posts]
+batch_assets = [posts, *generation_assets]
 
 distill_job = dg.define_asset_job(
     "distill_job",
     selection=dg.AssetSelection.assets(*batch_assets),
     partitions_def=post_batches,
-    description="Every per-batch asset for one post_batches partition.",
+    description="posts, captions, key_info and intentions for one post_batches partition.",
 )
 
 defs = dg.Definitions(
-    assets=batch_assets,
+    assets=[*batch_assets, prompt_registry],
+    asset_checks=staleness_checks,
     jobs=[ingest_job, distill_job],
-    resources={"warehouse": WarehouseResource(path=default_warehouse_path())},
+    resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
 )

@@ -106,7 +106,107 @@ REJECTED_POSTS = Table(
     indexes=(("batch",),),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (INGESTED_POSTS, POSTS, REJECTED_POSTS)}
+PROMPT_REGISTRY = Table(
+    "prompt_registry",
+    (
+        ("prompt_sha", "VARCHAR"),
+        ("prompt_name", "VARCHAR"),
+        ("prompt_version", "VARCHAR"),
+        ("template_json", "VARCHAR"),
+        ("registered_at", "TIMESTAMP"),
+    ),
+    primary_key=("prompt_sha",),
+)
+
+CAPTIONS = Table(
+    "captions",
+    (
+        ("batch", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("caption_id", "VARCHAR"),
+        ("image_sha256", "VARCHAR"),
+        # `caption` (a multimodal model's description), `offline_image_analysis` (detected
+        # objects and OCR text, not a caption) or `none` (no usable image).
+        ("description_kind", "VARCHAR"),
+        ("description", "VARCHAR"),
+    )
+    + LINEAGE_COLUMNS,
+    keeps_history=True,
+    indexes=(("batch",), ("post_id",)),
+)
+
+KEY_INFO = Table(
+    "key_info",
+    (
+        ("batch", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("key_info_id", "VARCHAR"),
+        ("concept", "VARCHAR"),
+        ("action", "VARCHAR"),
+        ("object", "VARCHAR"),
+        ("emotion", "VARCHAR"),
+        ("keywords", "VARCHAR"),
+    )
+    + LINEAGE_COLUMNS,
+    keeps_history=True,
+    indexes=(("batch",), ("post_id",)),
+)
+
+INTENTIONS = Table(
+    "intentions",
+    (
+        ("batch", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("intention_id", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("relation_index", "INTEGER"),
+        ("prefix", "VARCHAR"),
+        ("completion", "VARCHAR"),
+        ("full_text", "VARCHAR"),
+        ("kept_prefix", "BOOLEAN"),
+        ("caption_id", "VARCHAR"),
+        ("key_info_id", "VARCHAR"),
+    )
+    + LINEAGE_COLUMNS,
+    keeps_history=True,
+    indexes=(("batch",), ("intention_id",), ("post_id",)),
+)
+
+# One row per LLM call, keyed by the request's content address. Only `ok` rows are cache hits;
+# a failed row is replaced when the call is made again.
+LLM_CALLS = Table(
+    "llm_calls",
+    (
+        ("call_id", "VARCHAR"),
+        ("provider", "VARCHAR"),
+        ("model", "VARCHAR"),
+        ("request_json", "VARCHAR"),
+        ("response_text", "VARCHAR"),
+        ("parsed_json", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("error", "VARCHAR"),
+        ("finish_reason", "VARCHAR"),
+        ("tokens_in", "INTEGER"),
+        ("tokens_out", "INTEGER"),
+        ("tokens_cached", "INTEGER"),
+        ("cost_usd", "DOUBLE"),
+        ("latency_ms", "DOUBLE"),
+        ("attempts", "INTEGER"),
+        ("provider_request_id", "VARCHAR"),
+        ("dagster_run_id", "VARCHAR"),
+        ("stage", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+    ),
+    primary_key=("call_id",),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        INGESTED_POSTS, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
+        LLM_CALLS,
+    )
+}
 
 
 def register(table: Table) -> Table:

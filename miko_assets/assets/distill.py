@@ -1,0 +1,129 @@
+"""The MIKO generation stages as partitioned assets: captions, key_info and intentions.
+
+Each asset reads its upstream rows of the partition from the warehouse, runs the stage's logic
+through the LLM layer and replaces its partition atomically; replaced rows go to history.
+"""
+
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+import pandas as pd
+
+from miko_assets.assets.metadata import counts, preview
+from miko_assets.distill.prompts import all_prompts
+from miko_assets.llm.models import LLMRequest, LLMResponse
+from miko_assets.llm.runner import RunSummary
+from miko_assets.partitions import post_batches
+from miko_assets.resources import LLMResource, WarehouseResource
+from miko_assets.stages.captions import caption_rows
+from miko_assets.stages.common import Completer, StageRun, Validator
+from miko_assets.stages.intentions import intention_rows
+from miko_assets.stages.key_info import key_info_rows
+from miko_assets.stages.staleness import stale_partitions
+from miko_assets.stages.versions import StageSpec, current_stage_specs
+from miko_assets.warehouse.prompts import register_prompts
+from miko_assets.warehouse.warehouse import Warehouse
+
+# Rows of a new materialization that equal these columns of an old row are the same generation.
+_SAME_GENERATION = {"captions": ("caption_id",), "key_info": ("key_info_id",), "intentions": ("intention_id", "llm_call_id")}
+_PREVIEW = {
+    "captions": ["post_id", "description_kind", "status", "description"],
+    "key_info": ["post_id", "status", "concept", "action", "object", "emotion", "keywords"],
+    "intentions": ["post_id", "relation", "status", "full_text"],
+}
+_UPSTREAM = {"captions": ("posts",), "key_info": ("posts", "captions"), "intentions": ("posts", "captions", "key_info")}
+
+
+def _read_partition(warehouse: Warehouse, table: str, batch: str) -> pd.DataFrame:
+    return warehouse.query(f"SELECT * FROM {table} WHERE batch = ? ORDER BY post_id", [batch])
+
+
+def _build(asset: str) -> Callable[..., pd.DataFrame]:
+    return {"captions": caption_rows, "key_info": key_info_rows, "intentions": intention_rows}[asset]
+
+
+def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
+    upstream = _UPSTREAM[spec.asset]
+
+    @dg.asset(
+        name=spec.asset,
+        partitions_def=post_batches,
+        deps=list(upstream),
+        code_version=spec.code_version,
+        pool="llm",
+        group_name="distill",
+        kinds={"duckdb"},
+        description=f"MIKO stage {spec.stage!r} ({spec.config.provider}/{spec.config.model}, prompt {spec.config.prompt_version}).",
+    )
+    def generation(context: dg.AssetExecutionContext, warehouse: WarehouseResource, llm: LLMResource) -> dg.MaterializeResult:
+        wh = warehouse.get()
+        batch = context.partition_key
+        run_id = context.run.run_id
+        inputs = [_read_partition(wh, table, batch) for table in upstream]
+        if inputs[0].empty:
+            raise dg.Failure(f"partition {batch} has no posts: materialize `posts` for it first")
+        register_prompts(wh, [spec.config.prompt()])
+        runner = llm.runner(wh)
+        summaries: list[RunSummary] = []
+
+        def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
+            result = runner.run(requests, validate, dagster_run_id=run_id, stage=spec.stage)
+            summaries.append(result.summary)
+            return result.responses
+
+        stage_run = StageRun.start(spec.config, run_id, spec.code_version)
+        rows = _build(spec.asset)(*inputs, stage_run, complete)
+        wh.replace_partition(spec.asset, batch, rows, replaced_by_run=run_id, unchanged_key=_SAME_GENERATION[spec.asset])
+        summary = summaries[0] if summaries else RunSummary()
+        return dg.MaterializeResult(
+            metadata={
+                "provider": spec.config.provider,
+                "model": spec.config.model,
+                "prompt": f"{stage_run.prompt.name} {stage_run.prompt.version}",
+                "prompt_sha": stage_run.prompt.sha,
+                "code_version": spec.code_version,
+                "rows_by_status": counts(rows, "status"),
+                "dagster/row_count": len(rows),
+                **summary.as_metadata(),
+                "preview": preview(rows, _PREVIEW[spec.asset]),
+            }
+        )
+
+    return generation
+
+
+def _staleness_check(spec: StageSpec) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=spec.asset,
+        name=f"{spec.asset}_matches_current_config",
+        blocking=False,
+        description="Partitions whose rows came from another prompt, model or parameters than the current configuration.",
+    )
+    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        stale = stale_partitions(warehouse.get(), spec.asset, spec.code_version)
+        return dg.AssetCheckResult(
+            passed=not stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "current_code_version": spec.code_version,
+                "stale_partitions": sorted(stale),
+                "stale_count": len(stale),
+            },
+        )
+
+    return check
+
+
+@dg.asset(group_name="distill", kinds={"duckdb"}, description="Every prompt template in prompts/, stored by sha.")
+def prompt_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    prompts = all_prompts()
+    added = register_prompts(warehouse.get(), prompts)
+    return dg.MaterializeResult(
+        metadata={"templates": len(prompts), "new_templates": added,
+                  "versions": sorted(f"{p.name} {p.version} {p.sha[:12]}" for p in prompts)}
+    )
+
+
+STAGE_SPECS = current_stage_specs()
+generation_assets = [_generation_asset(spec) for spec in STAGE_SPECS.values()]
+staleness_checks = [_staleness_check(spec) for spec in STAGE_SPECS.values()]

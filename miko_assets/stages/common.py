@@ -1,0 +1,94 @@
+"""What the generation stages share: the completer they call and the lineage every row carries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from miko_assets.distill.config import StageConfig, code_version
+from miko_assets.distill.prompts import PromptTemplate
+from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
+
+Validator = Callable[[str], Any]
+
+
+class Completer(Protocol):
+    """Runs requests through the LLM layer; one response per request, in order, never raising."""
+
+    def __call__(self, requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]: ...
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What every row written by one materialization of a stage shares."""
+
+    config: StageConfig
+    prompt: PromptTemplate
+    code_version: str
+    run_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def start(cls, config: StageConfig, run_id: str | None, version: str | None = None) -> "StageRun":
+        prompt = config.prompt()
+        return cls(
+            config=config,
+            prompt=prompt,
+            code_version=version or code_version(config, prompt),
+            run_id=run_id,
+            created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+        )
+
+    def lineage(
+        self,
+        *,
+        input_hash: str,
+        response: LLMResponse | None,
+        status: str,
+        error: str | None = None,
+        generator: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Lineage columns; `generator` = (provider, model) for rows not made by the stage's LLM."""
+        provider, model = generator or (self.config.provider, self.config.model)
+        from_prompt = generator is None
+        return {
+            "prompt_name": self.prompt.name if from_prompt else None,
+            "prompt_version": self.prompt.version if from_prompt else None,
+            "prompt_sha": self.prompt.sha if from_prompt else None,
+            "model": model,
+            "provider": provider,
+            "params_hash": self.config.params.params_hash() if from_prompt else None,
+            "input_hash": input_hash,
+            "llm_call_id": response.call_id if response else None,
+            "code_version": self.code_version,
+            "dagster_run_id": self.run_id,
+            "created_at": self.created_at,
+            "status": status,
+            "error": error,
+        }
+
+
+def response_failure(response: LLMResponse) -> str:
+    return response.error or response.error_kind or "the call failed without a reason"
+
+
+def content_hash(*parts: Any) -> str:
+    return sha256_text(canonical_json(list(parts)))[:16]
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """A JSON column value (string, dict or missing) as a dict."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        loaded = json.loads(value)
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def present(value: Any) -> Any:
+    """None for missing values, including pandas' NaN."""
+    return None if value is None or (isinstance(value, float) and value != value) else value

@@ -1,0 +1,67 @@
+"""Intentions stage: one call per post, parsed into ten rows (nine ATOMIC relations and Open)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from miko_assets.distill.intentions import ParsedIntention, build_intentions_request, parse_intentions
+from miko_assets.distill.parsing import ParseError
+from miko_assets.distill.relations import RELATIONS
+from miko_assets.stages.common import Completer, StageRun, content_hash, response_failure
+from miko_assets.stages.key_info import key_info_of, usable_captions
+
+
+def intention_id(post_id: str, relation: str) -> str:
+    """Stable across regenerations: one id per post and relation; versions differ by LLM call."""
+    return content_hash(post_id, relation)
+
+
+def require_some_intention(answer: str) -> tuple[ParsedIntention, ...]:
+    """Validator for the LLM layer: an answer with no usable relation at all earns a repair attempt."""
+    parsed = parse_intentions(answer)
+    if not any(p.status == "ok" for p in parsed):
+        raise ParseError("no_intentions", f"no intention found in {answer[:200]!r}")
+    return parsed
+
+
+def intention_rows(
+    posts: pd.DataFrame, captions: pd.DataFrame, key_info: pd.DataFrame, run: StageRun, complete: Completer
+) -> pd.DataFrame:
+    """Ten rows per post, one per relation, each `ok` or with the reason it has no intention."""
+    caption_of = usable_captions(captions)
+    key_info_by_post = key_info_of(key_info)
+    records = posts.to_dict("records")
+    requests, inputs = [], []
+    for post in records:
+        caption_id, caption = caption_of.get(post["post_id"], (None, None))
+        key_info_id, info = key_info_by_post.get(post["post_id"], (None, None))
+        requests.append(build_intentions_request(run.config, run.prompt, post["text"], caption, info))
+        inputs.append((caption_id, key_info_id, content_hash(post["text"], caption, info and info.model_dump())))
+    responses = complete(requests, require_some_intention)
+
+    rows: list[dict[str, Any]] = []
+    for post, (caption_id, key_info_id, input_hash), response in zip(records, inputs, responses, strict=True):
+        parsed = parse_intentions(response.text) if response.status == "ok" else None
+        for index, relation in enumerate(RELATIONS):
+            item = parsed[index] if parsed else None
+            if item is None:
+                status, error = "failed", response_failure(response)
+            else:
+                status, error = item.status, None if item.status == "ok" else f"the answer has no {relation.name} intention ({item.status})"
+            rows.append({
+                "batch": post["batch"],
+                "post_id": post["post_id"],
+                "intention_id": intention_id(post["post_id"], relation.name),
+                "relation": relation.name,
+                "relation_index": relation.number,
+                "prefix": relation.prefix,
+                "completion": item.completion if item else None,
+                "full_text": (item.full_text or None) if item else None,
+                "kept_prefix": item.kept_prefix if item else None,
+                "caption_id": caption_id,
+                "key_info_id": key_info_id,
+                **run.lineage(input_hash=input_hash, response=response, status=status, error=error),
+            })
+    return pd.DataFrame(rows)

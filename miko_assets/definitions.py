@@ -4,6 +4,7 @@ import dagster as dg
 
 from miko_assets.assets.distill import generation_assets, prompt_registry, staleness_checks
 from miko_assets.assets.ingest import ingest_job
+from miko_assets.assets.knowledge_base import knowledge_base, lineage_job
 from miko_assets.assets.posts import posts
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource, default_warehouse_path, llm_resource_from_env
@@ -17,9 +18,15 @@ distill_job = dg.define_asset_job(
     description="posts, captions, key_info and intentions for one post_batches partition.",
 )
 
+knowledge_base_job = dg.define_asset_job(
+    "knowledge_base_job",
+    selection=dg.AssetSelection.assets(prompt_registry, knowledge_base),
+    description="The prompt registry and the knowledge-base statistics over every partition.",
+)
+
 defs = dg.Definitions(
-    assets=[*batch_assets, prompt_registry],
+    assets=[*batch_assets, prompt_registry, knowledge_base],
     asset_checks=staleness_checks,
-    jobs=[ingest_job, distill_job],
+    jobs=[ingest_job, distill_job, knowledge_base_job, lineage_job],
     resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
 )

@@ -1,0 +1,47 @@
+"""The knowledge base asset (statistics over every partition of intentions) and the lineage job."""
+
+import base64
+
+import dagster as dg
+
+from miko_assets.assets.metadata import preview
+from miko_assets.resources import WarehouseResource
+from miko_assets.stages.knowledge_base import overall_statistics, plot_statistics, relation_statistics
+from miko_assets.warehouse.lineage import card_markdown, intention_card
+
+
+@dg.asset(
+    deps=["intentions"],
+    group_name="knowledge_base",
+    kinds={"duckdb"},
+    description="Statistics of the intention knowledge base like the paper's, with a plot; `miko export` writes it out.",
+)
+def knowledge_base(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    wh = warehouse.get()
+    stats = relation_statistics(wh)
+    overall = overall_statistics(wh)
+    png = base64.b64encode(plot_statistics(stats)).decode()
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in overall.items() if not isinstance(v, list)},
+            "models": ", ".join(overall["models"]),
+            "prompt_versions": ", ".join(overall["prompt_versions"]),
+            "per_relation": preview(stats.round(3), list(stats.columns), rows=len(stats)),
+            "plot": dg.MetadataValue.md(f"![per-relation statistics](data:image/png;base64,{png})"),
+        }
+    )
+
+
+class LineageConfig(dg.Config):
+    intention_id: str
+
+
+@dg.op(description="Report how one intention was produced, as Markdown metadata.")
+def intention_lineage(config: LineageConfig, warehouse: WarehouseResource) -> dg.Output[None]:
+    card = intention_card(warehouse.get(), config.intention_id)
+    return dg.Output(None, metadata={"lineage": dg.MetadataValue.md(card_markdown(card))})
+
+
+@dg.job(description="Show the lineage card of one intention (set its id in the launchpad).")
+def lineage_job() -> None:
+    intention_lineage()

@@ -1,0 +1,132 @@
+"""The knowledge base: statistics like the paper's over the current intentions, and its exports."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from miko_assets.distill.relations import RELATION_NAMES
+from miko_assets.warehouse.warehouse import Warehouse
+
+_RELATION_STATS_SQL = """
+    SELECT
+        relation,
+        count(*) AS rows,
+        count(*) FILTER (WHERE status = 'ok') AS intentions,
+        avg(len(string_split(trim(completion), ' '))) FILTER (WHERE status = 'ok') AS mean_words,
+        count(DISTINCT lower(trim(completion))) FILTER (WHERE status = 'ok')
+            / greatest(count(*) FILTER (WHERE status = 'ok'), 1) AS distinct_tail_ratio,
+        avg(CAST(kept_prefix AS DOUBLE)) FILTER (WHERE status = 'ok') AS prefix_adherence,
+        1 - count(*) FILTER (WHERE status = 'ok') / count(*) AS failure_rate
+    FROM intentions
+    GROUP BY relation
+"""
+
+_OVERALL_SQL = """
+    SELECT count(DISTINCT post_id), count(*) FILTER (WHERE status = 'ok'), count(*),
+           count(DISTINCT batch), list(DISTINCT provider || '/' || model), list(DISTINCT prompt_name || ' ' || prompt_version)
+    FROM intentions
+"""
+
+_KB_ROWS_SQL = """
+    SELECT i.intention_id, i.post_id, i.batch, p.dataset, p.split, p.text AS head, i.relation,
+           i.prefix, i.completion AS tail, i.full_text, i.kept_prefix, i.model, i.provider,
+           i.prompt_name, i.prompt_version, i.prompt_sha, i.llm_call_id, i.dagster_run_id, i.created_at
+    FROM intentions i JOIN posts p USING (post_id)
+    WHERE i.status = 'ok'
+    ORDER BY i.batch, i.post_id, i.relation_index
+"""
+
+
+def relation_statistics(warehouse: Warehouse) -> pd.DataFrame:
+    """Per relation, in MIKO's order: intentions, mean length, distinct tails, prefix adherence, failures."""
+    stats = warehouse.query(_RELATION_STATS_SQL).set_index("relation")
+    order = [r for r in RELATION_NAMES if r in stats.index]
+    return stats.loc[order].reset_index()
+
+
+def overall_statistics(warehouse: Warehouse) -> dict[str, object]:
+    posts, ok, rows, batches, models, prompts = warehouse.rows(_OVERALL_SQL)[0]
+    return {
+        "posts": posts,
+        "intentions": ok,
+        "intention_rows": rows,
+        "intentions_per_post": ok / posts if posts else 0.0,
+        "failure_rate": 1 - ok / rows if rows else 0.0,
+        "batches": batches,
+        "models": sorted(m for m in models or [] if m),
+        "prompt_versions": sorted(p for p in prompts or [] if p),
+    }
+
+
+def plot_statistics(stats: pd.DataFrame) -> bytes:
+    """Bar charts per relation: intentions, mean words, distinct-tail ratio, prefix adherence."""
+    figure = Figure(figsize=(12, 6), tight_layout=True)
+    panels = (("intentions", "intentions"), ("mean_words", "mean words per tail"),
+              ("distinct_tail_ratio", "distinct-tail ratio"), ("prefix_adherence", "prefix adherence"))
+    for index, (column, title) in enumerate(panels, start=1):
+        axes = figure.add_subplot(2, 2, index)
+        axes.bar(stats["relation"], stats[column].fillna(0), color="#4c72b0")
+        axes.set_title(title)
+        axes.tick_params(axis="x", rotation=45)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+def export_knowledge_base(warehouse: Warehouse, out_dir: Path) -> dict[str, Path]:
+    """Write the KB as Parquet, JSONL and ATOMIC-style TSV (head, relation, tail) plus a data card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = warehouse.query(_KB_ROWS_SQL)
+    paths = {
+        "parquet": out_dir / "intentions.parquet",
+        "jsonl": out_dir / "intentions.jsonl",
+        "tsv": out_dir / "intentions_atomic.tsv",
+        "card": out_dir / "DATA_CARD.md",
+    }
+    rows.to_parquet(paths["parquet"], index=False)
+    rows.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False, date_format="iso")
+    atomic = rows[["head", "relation", "tail"]].assign(
+        head=rows["head"].str.replace(r"[\t\n]", " ", regex=True),
+        tail=rows["tail"].str.replace(r"[\t\n]", " ", regex=True),
+    )
+    atomic.to_csv(paths["tsv"], sep="\t", index=False, header=False)
+    paths["card"].write_text(data_card(overall_statistics(warehouse), relation_statistics(warehouse), rows))
+    return paths
+
+
+def data_card(overall: dict[str, object], stats: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """A short Markdown data card naming models, prompt versions and the statistics."""
+    generators = (
+        rows.groupby(["provider", "model", "prompt_name", "prompt_version", "prompt_sha"]).size().reset_index(name="intentions")
+        if not rows.empty else pd.DataFrame()
+    )
+    lines = [
+        "# miko intention knowledge base",
+        f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"- posts: {overall['posts']}; intentions: {overall['intentions']} "
+        f"({overall['intentions_per_post']:.2f} per post); failure rate {overall['failure_rate']:.1%}",
+        "- relations: the nine ATOMIC relations (xWant, oEffect, xAttr, xIntent, xReact, oReact, oWant, "
+        "xEffect, xNeed) and Open, as in MIKO (ACM MM 2024)",
+        "- files: intentions.parquet and intentions.jsonl (with lineage columns), intentions_atomic.tsv "
+        "(head = post text, relation, tail = completion)",
+        "",
+        "## Generators",
+    ]
+    for g in generators.to_dict("records"):
+        lines.append(f"- {g['provider']}/{g['model']}, prompt {g['prompt_name']} {g['prompt_version']} "
+                     f"(sha {g['prompt_sha'][:12]}): {g['intentions']} intentions")
+    lines += ["", "## Per relation", "", "| " + " | ".join(stats.columns) + " |", "|" + "---|" * len(stats.columns)]
+    for record in stats.to_dict("records"):
+        lines.append("| " + " | ".join(_fmt(v) for v in record.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)

@@ -121,3 +121,50 @@ class DagsterUI:
                 return status
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish")
+
+
+def launch_backfill(ui: DagsterUI, assets: list[str], partitions: list[str]) -> str:
+    data = ui.graphql(
+        """
+        mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+          __typename
+          ... on LaunchBackfillSuccess { backfillId }
+          ... on PythonError { message }
+        } }
+        """,
+        {"p": {"partitionNames": partitions, "assetSelection": [{"path": [a]} for a in assets]}},
+    )["launchPartitionBackfill"]
+    if data["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(data)
+    return data["backfillId"]
+
+
+def wait_for_backfill(ui: DagsterUI, backfill_id: str, timeout_s: float = 900) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = ui.graphql(
+            "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+            {"id": backfill_id},
+        )["partitionBackfillOrError"]["status"]
+        if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+            return status
+        time.sleep(2)
+    raise TimeoutError(f"backfill {backfill_id} did not finish")
+
+
+def reload_location(ui: DagsterUI, location: str = "miko_assets") -> None:
+    data = ui.graphql(
+        """
+        mutation($l: String!) { reloadRepositoryLocation(repositoryLocationName: $l) {
+          __typename ... on WorkspaceLocationEntry { locationOrLoadError { __typename } } ... on PythonError { message }
+        } }
+        """,
+        {"l": location},
+    )["reloadRepositoryLocation"]
+    if data["__typename"] != "WorkspaceLocationEntry":
+        raise RuntimeError(data)
+    deadline = time.monotonic() + 120
+    while not ui.ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the code location did not reload")
+        time.sleep(1)

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from miko_assets.sarcasm.dataset import (
+    INTENT_COLUMNS,
+    INTENT_ID_COLUMNS,
+    TEACHER_COLUMNS,
+)
+
 SCHEMA = "miko"
 
 
@@ -200,11 +206,251 @@ LLM_CALLS = Table(
     primary_key=("call_id",),
 )
 
+# One row per labelled post of a batch with its caption, key info and ten intentions (the
+# sarcasm experiment's input, built by `miko_assets.sarcasm.dataset`).
+SARCASM_DATASET = Table(
+    "sarcasm_dataset",
+    (
+        ("batch", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("dataset", "VARCHAR"),
+        ("split", "VARCHAR"),
+        ("label", "INTEGER"),
+        ("text", "VARCHAR"),
+        ("caption", "VARCHAR"),
+        ("caption_id", "VARCHAR"),
+        ("key_info", "VARCHAR"),
+        ("key_info_id", "VARCHAR"),
+        *((c, "VARCHAR") for pair in zip(INTENT_COLUMNS, INTENT_ID_COLUMNS) for c in pair),
+        ("n_intentions", "INTEGER"),
+        ("has_intentions", "BOOLEAN"),
+        *((c, "VARCHAR") for c in TEACHER_COLUMNS),
+        ("dagster_run_id", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+    ),
+    indexes=(("batch",),),
+)
+
+# One row per student variant and dataset of one sarcasm_student run; runs accumulate.
+SARCASM_RESULTS = Table(
+    "sarcasm_results",
+    (
+        ("run_id", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+        ("batches", "VARCHAR"),
+        ("dataset", "VARCHAR"),
+        ("variant", "VARCHAR"),
+        ("student", "VARCHAR"),
+        ("teacher_model", "VARCHAR"),
+        ("teacher_prompt_versions", "VARCHAR"),
+        ("teacher_prompt_shas", "VARCHAR"),
+        ("n_train", "INTEGER"),
+        ("n_test", "INTEGER"),
+        ("n_train_with_intentions", "INTEGER"),
+        ("n_test_with_intentions", "INTEGER"),
+        ("accuracy", "DOUBLE"),
+        ("precision", "DOUBLE"),
+        ("recall", "DOUBLE"),
+        ("f1", "DOUBLE"),
+        ("macro_f1", "DOUBLE"),
+        ("macro_f1_diff", "DOUBLE"),
+        ("ci_low", "DOUBLE"),
+        ("ci_high", "DOUBLE"),
+        ("n_resamples", "INTEGER"),
+        ("fields", "VARCHAR"),
+        ("empty_fields", "VARCHAR"),
+        ("split_method", "VARCHAR"),
+        ("seed", "INTEGER"),
+    ),
+    indexes=(("run_id",),),
+)
+
+# -- annotation and evaluation --------------------------------------------------------------
+
+# The intentions sampled for annotation, with a snapshot of what annotators and judges see.
+ANNOTATION_TASKS = Table(
+    "annotation_tasks",
+    (
+        ("batch", "VARCHAR"),
+        ("intention_id", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("intention", "VARCHAR"),
+        ("post_text", "VARCHAR"),
+        ("image_path", "VARCHAR"),
+        ("caption_id", "VARCHAR"),
+        ("caption", "VARCHAR"),
+        ("intention_llm_call_id", "VARCHAR"),
+        ("intention_code_version", "VARCHAR"),
+        ("share", "DOUBLE"),
+        ("seed", "BIGINT"),
+        ("code_version", "VARCHAR"),
+        ("dagster_run_id", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+    ),
+    indexes=(("batch",), ("intention_id",)),
+)
+
+# One person's judgement of one intention at one stage; importing it again adds nothing.
+HUMAN_ANNOTATIONS = Table(
+    "human_annotations",
+    (
+        ("annotation_key", "VARCHAR"),
+        ("intention_id", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("stage", "VARCHAR"),
+        ("annotator", "VARCHAR"),
+        ("label", "VARCHAR"),
+        ("annotation_id", "VARCHAR"),
+        ("source", "VARCHAR"),
+        ("source_sha256", "VARCHAR"),
+        ("updated_at", "VARCHAR"),
+        ("import_id", "VARCHAR"),
+        ("imported_at", "TIMESTAMP"),
+    ),
+    primary_key=("annotation_key",),
+    indexes=(("intention_id",),),
+)
+
+# Every import of a human annotation file (Label Studio export or MIKO's release).
+ANNOTATION_IMPORTS = Table(
+    "annotation_imports",
+    (
+        ("import_id", "VARCHAR"),
+        ("kind", "VARCHAR"),
+        ("path", "VARCHAR"),
+        ("source", "VARCHAR"),
+        ("source_sha256", "VARCHAR"),
+        ("rows_read", "INTEGER"),
+        ("rows_added", "INTEGER"),
+        ("skipped", "INTEGER"),
+        ("dagster_run_id", "VARCHAR"),
+        ("imported_at", "TIMESTAMP"),
+    ),
+    primary_key=("import_id",),
+)
+
+# One LLM judgement per sampled intention and stage (label: yes / no / unsure or 1-5).
+LLM_ANNOTATIONS = Table(
+    "llm_annotations",
+    (
+        ("batch", "VARCHAR"),
+        ("intention_id", "VARCHAR"),
+        ("post_id", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("stage", "VARCHAR"),
+        ("label", "VARCHAR"),
+        ("reason", "VARCHAR"),
+    )
+    + LINEAGE_COLUMNS,
+    keeps_history=True,
+    indexes=(("batch",), ("intention_id",)),
+)
+
+# The agreement report's tables; every materialization appends its rows under its run id.
+_RUN_COLUMNS = (("dagster_run_id", "VARCHAR"), ("created_at", "TIMESTAMP"))
+ANNOTATION_AGREEMENT_HUMANS = Table(
+    "annotation_agreement_humans",
+    (
+        ("stage", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("n_items", "INTEGER"),
+        ("n_annotators", "INTEGER"),
+        ("n_ratings", "INTEGER"),
+        ("fleiss_kappa", "DOUBLE"),
+        ("krippendorff_alpha", "DOUBLE"),
+        ("alpha_level", "VARCHAR"),
+    )
+    + _RUN_COLUMNS,
+)
+ANNOTATION_AGREEMENT_JUDGES = Table(
+    "annotation_agreement_judges",
+    (
+        ("stage", "VARCHAR"),
+        ("judge_model", "VARCHAR"),
+        ("judge_prompt_version", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("n", "INTEGER"),
+        ("n_failed", "INTEGER"),
+        ("accuracy", "DOUBLE"),
+        ("precision", "DOUBLE"),
+        ("recall", "DOUBLE"),
+        ("f1", "DOUBLE"),
+        ("cohen_kappa", "DOUBLE"),
+        ("tp", "INTEGER"),
+        ("fp", "INTEGER"),
+        ("fn", "INTEGER"),
+        ("tn", "INTEGER"),
+    )
+    + _RUN_COLUMNS,
+)
+ANNOTATION_AGREEMENT_ACCEPT_RATES = Table(
+    "annotation_agreement_accept_rates",
+    (
+        ("rater", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("n", "INTEGER"),
+        ("accepted", "INTEGER"),
+        ("accept_rate", "DOUBLE"),
+        ("miko_published_overall", "DOUBLE"),
+    )
+    + _RUN_COLUMNS,
+)
+
+# The intention benchmark: every row names its generator's configuration.
+_GENERATOR_COLUMNS = (
+    ("generator", "VARCHAR"),
+    ("provider", "VARCHAR"),
+    ("model", "VARCHAR"),
+    ("prompt_name", "VARCHAR"),
+    ("prompt_version", "VARCHAR"),
+    ("prompt_sha", "VARCHAR"),
+    ("params_hash", "VARCHAR"),
+    ("code_version", "VARCHAR"),
+)
+_METRIC_COLUMNS = (
+    ("bleu1", "DOUBLE"),
+    ("bleu2", "DOUBLE"),
+    ("rouge_l", "DOUBLE"),
+    ("bertscore_p", "DOUBLE"),
+    ("bertscore_r", "DOUBLE"),
+    ("bertscore_f1", "DOUBLE"),
+)
+BENCHMARK_ITEMS = Table(
+    "benchmark_items",
+    _GENERATOR_COLUMNS
+    + (
+        ("post_id", "VARCHAR"),
+        ("relation", "VARCHAR"),
+        ("hypothesis", "VARCHAR"),
+        ("references_json", "VARCHAR"),
+        ("llm_call_id", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("error", "VARCHAR"),
+    )
+    + _METRIC_COLUMNS
+    + _RUN_COLUMNS,
+    indexes=(("dagster_run_id",),),
+)
+# Per generator and run: one row per relation and one `ALL` row (the macro average, ranked).
+BENCHMARK_RESULTS = Table(
+    "benchmark_results",
+    _GENERATOR_COLUMNS
+    + (("relation", "VARCHAR"), ("rank", "INTEGER"), ("n_items", "INTEGER"), ("n_failed", "INTEGER"))
+    + _METRIC_COLUMNS
+    + _RUN_COLUMNS,
+    indexes=(("dagster_run_id",),),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         INGESTED_POSTS, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
-        LLM_CALLS,
+        LLM_CALLS, SARCASM_DATASET, SARCASM_RESULTS,
+        ANNOTATION_TASKS, HUMAN_ANNOTATIONS, ANNOTATION_IMPORTS, LLM_ANNOTATIONS,
+        ANNOTATION_AGREEMENT_HUMANS, ANNOTATION_AGREEMENT_JUDGES, ANNOTATION_AGREEMENT_ACCEPT_RATES,
+        BENCHMARK_ITEMS, BENCHMARK_RESULTS,
     )
 }
 

@@ -1,0 +1,70 @@
+"""`miko annotate export | import | import-miko-release`: the human annotation round trip."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from miko_assets.annotate.models import STAGES
+from miko_assets.commands.common import open_warehouse
+from miko_assets.stages.human_annotations import DEFAULT_RELEASE_PATH, ImportKind
+
+LOCAL_FILES_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    annotate = commands.add_parser("annotate", help="export tasks to Label Studio and import human annotations")
+    actions = annotate.add_subparsers(dest="action", required=True)
+
+    export = actions.add_parser("export", help="write Label Studio tasks and the labelling config for one stage")
+    export.add_argument("--batch", action="append", default=[], help="a post_batches partition (repeatable; default all)")
+    export.add_argument("--stage", choices=STAGES, default="plausibility",
+                        help="typicality exports the intentions the human majority judged plausible")
+    export.add_argument("--out", type=Path, required=True, help="folder for <stage>-tasks.json and <stage>-config.xml")
+    export.add_argument("--image-root", type=Path, default=os.environ.get(LOCAL_FILES_ROOT_ENV) or None,
+                        help=f"Label Studio's local-files document root (default ${LOCAL_FILES_ROOT_ENV}); "
+                             "without it images are left out")
+    export.set_defaults(run=_export)
+
+    labelstudio = actions.add_parser("import", help="import a Label Studio JSON export (several annotators)")
+    labelstudio.add_argument("path", type=Path)
+    labelstudio.set_defaults(run=_import, kind="labelstudio")
+
+    release = actions.add_parser("import-miko-release", help="import MIKO's released accept labels (annotator miko-release)")
+    release.add_argument("path", type=Path, nargs="?", default=DEFAULT_RELEASE_PATH)
+    release.set_defaults(run=_import, kind="miko_release")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from miko_assets.stages.annotation import export_items, write_export
+
+    items = export_items(open_warehouse(args), args.stage, args.batch, args.image_root)
+    if not items:
+        raise LookupError(
+            f"no {args.stage} tasks to export: materialize `annotation_tasks` first"
+            + (" and import stage-1 annotations" if args.stage == "typicality" else "")
+        )
+    tasks, config = write_export(items, args.stage, args.out)
+    print(f"{len(items)} {args.stage} tasks: {tasks}")
+    print(f"labelling config: {config}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from miko_assets.assets.annotate import record_import
+    from miko_assets.instance import open_instance
+    from miko_assets.stages.human_annotations import import_file
+
+    kind: ImportKind = args.kind
+    warehouse = open_warehouse(args)
+    outcome = import_file(warehouse, kind, args.path)
+    with open_instance() as instance:
+        record_import(instance, outcome, warehouse)
+    print(
+        f"{outcome.source} (sha256 {outcome.source_sha256[:12]}): {outcome.rows_read} annotations read, "
+        f"{outcome.rows_added} added, {outcome.rows_read - outcome.rows_added} already stored"
+    )
+    for reason in outcome.skipped:
+        print(f"  skipped: {reason}")
+    return 0

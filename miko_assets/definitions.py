@@ -2,11 +2,12 @@
 
 import dagster as dg
 
+from miko_assets.assets.annotate import annotation_assets, annotation_job, evaluation_job
 from miko_assets.assets.distill import generation_assets, prompt_registry, staleness_checks
 from miko_assets.assets.ingest import ingest_job
 from miko_assets.assets.knowledge_base import knowledge_base, lineage_job
 from miko_assets.assets.posts import posts
-from miko_assets.partitions import post_batches
+from miko_assets.assets.sarcasm import sarcasm_dataset, sarcasm_student
 from miko_assets.resources import WarehouseResource, default_warehouse_path, llm_resource_from_env
 
 batch_assets = [posts, *generation_assets]
@@ -14,7 +15,6 @@ batch_assets = [posts, *generation_assets]
 distill_job = dg.define_asset_job(
     "distill_job",
     selection=dg.AssetSelection.assets(*batch_assets),
-    partitions_def=post_batches,
     description="posts, captions, key_info and intentions for one post_batches partition.",
 )
 
@@ -24,9 +24,15 @@ knowledge_base_job = dg.define_asset_job(
     description="The prompt registry and the knowledge-base statistics over every partition.",
 )
 
+sarcasm_student_job = dg.define_asset_job(
+    "sarcasm_student_job",
+    selection=dg.AssetSelection.assets(sarcasm_student),
+    description="Train and score the sarcasm students (set partitions, students and split in the launchpad).",
+)
+
 defs = dg.Definitions(
-    assets=[*batch_assets, prompt_registry, knowledge_base],
+    assets=[*batch_assets, *annotation_assets, prompt_registry, knowledge_base, sarcasm_dataset, sarcasm_student],
     asset_checks=staleness_checks,
-    jobs=[ingest_job, distill_job, knowledge_base_job, lineage_job],
+    jobs=[ingest_job, annotation_job, evaluation_job, distill_job, knowledge_base_job, lineage_job, sarcasm_student_job],
     resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
 )

@@ -37,6 +37,8 @@ def _intentions() -> pd.DataFrame:
             "status": "ok",
             "model": "smollm2",
             "prompt_version": "v1",
+            "prompt_sha": "sha-v1",
+            "llm_call_id": "call-1",
         }
         for relation in RELATIONS
     ]
@@ -96,6 +98,7 @@ def test_rows_columns_lineage_and_marks() -> None:
     assert frame.loc["d:1", "key_info_id"] == "k-1"
 
     assert frame.loc["d:1", "teacher_model"] == "smollm2"
+    assert frame.loc["d:1", "teacher_prompt_sha"] == "sha-v1" and frame.loc["d:1", "teacher_llm_call_id"] == "call-1"
     assert frame.loc["d:2", "teacher_prompt_version"] == "v1,v2"
     assert frame.loc["d:3", "teacher_model"] is None
 

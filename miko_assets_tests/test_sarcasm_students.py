@@ -143,6 +143,8 @@ def _synthetic_tables(n_posts: int = 100, seed: int = 7) -> dict[str, pd.DataFra
                     "status": "ok",
                     "model": TEACHER,
                     "prompt_version": "intentions-v2" if i == 3 else "intentions-v1",
+                    "prompt_sha": "sha-v2" if i == 3 else "sha-v1",
+                    "llm_call_id": f"call:{post_id}",
                 }
             )
     return {

@@ -20,7 +20,9 @@ RELATIONS: tuple[str, ...] = RELATION_NAMES
 POST_COLUMNS = ("post_id", "text", "label", "split", "dataset")
 CAPTION_COLUMNS = ("post_id", "caption", "caption_id")
 KEY_INFO_COLUMNS = ("post_id", *KEY_INFO_FIELDS, "key_info_id")
-INTENTION_COLUMNS = ("post_id", "relation", "intention", "intention_id", "model", "prompt_version")
+INTENTION_COLUMNS = (
+    "post_id", "relation", "intention", "intention_id", "model", "prompt_version", "prompt_sha", "llm_call_id",
+)
 
 
 def intent_column(relation: str) -> str:
@@ -35,6 +37,8 @@ def intent_id_column(relation: str) -> str:
 
 INTENT_COLUMNS: tuple[str, ...] = tuple(intent_column(r) for r in RELATIONS)
 INTENT_ID_COLUMNS: tuple[str, ...] = tuple(intent_id_column(r) for r in RELATIONS)
+# Where each post's intentions came from (values comma-joined when a post mixes several).
+TEACHER_COLUMNS = ("teacher_model", "teacher_prompt_version", "teacher_prompt_sha", "teacher_llm_call_id")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,9 @@ def build_sarcasm_dataset(
     Columns of the result: `post_id, dataset, split, label, text, caption, caption_id,
     key_info, key_info_id`, then `intent_<relation>` and `intent_<relation>_id` for the ten
     relations in `RELATIONS` order, `n_intentions`, `has_intentions` (at least one usable
-    intention), `teacher_model` and `teacher_prompt_version` (the intentions' model and
-    prompt version, comma-joined when a post mixes several), and `batch` when posts carry it.
+    intention), `teacher_model`, `teacher_prompt_version`, `teacher_prompt_sha` and
+    `teacher_llm_call_id` (the intentions' model, prompt version and sha and the LLM call that
+    made them, comma-joined when a post mixes several), and `batch` when posts carry it.
     Posts without a label are excluded and counted in `n_unlabelled`.
     """
     _require_columns("posts", posts, POST_COLUMNS)
@@ -83,7 +88,7 @@ def build_sarcasm_dataset(
     frame = frame.merge(_intentions(intentions), on="post_id", how="left")
     for column in ("caption", "key_info", *INTENT_COLUMNS):
         frame[column] = frame[column].fillna("").astype(str)
-    for column in ("caption_id", "key_info_id", *INTENT_ID_COLUMNS, "teacher_model", "teacher_prompt_version"):
+    for column in ("caption_id", "key_info_id", *INTENT_ID_COLUMNS, *TEACHER_COLUMNS):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame["n_intentions"] = (frame[list(INTENT_COLUMNS)] != "").sum(axis=1).astype(int)
     frame["has_intentions"] = frame["n_intentions"] > 0
@@ -162,6 +167,8 @@ def _intentions(intentions: pd.DataFrame | None) -> pd.DataFrame:
     teacher = rows.groupby("post_id").agg(
         teacher_model=("model", _joined),
         teacher_prompt_version=("prompt_version", _joined),
+        teacher_prompt_sha=("prompt_sha", _joined),
+        teacher_llm_call_id=("llm_call_id", _joined),
     )
     return wide.join(teacher).reset_index()
 

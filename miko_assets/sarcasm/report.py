@@ -17,6 +17,7 @@ RESULT_COLUMNS = (
     "student",
     "teacher_model",
     "teacher_prompt_versions",
+    "teacher_prompt_shas",
     "n_train",
     "n_test",
     "n_train_with_intentions",

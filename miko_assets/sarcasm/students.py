@@ -65,6 +65,15 @@ def student_variants() -> list[Variant]:
     return variants
 
 
+def variants_named(names: Sequence[str]) -> list[Variant]:
+    """The variants called `names` (all of them when `names` is empty), in `student_variants` order."""
+    variants = student_variants()
+    unknown = set(names) - {v.name for v in variants}
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {[v.name for v in variants]}")
+    return [v for v in variants if not names or v.name in names]
+
+
 @dataclass(frozen=True)
 class Split:
     train: pd.DataFrame
@@ -245,6 +254,7 @@ class StudentResult(BaseModel):
     n_test_with_intentions: int
     teacher_model: str | None
     teacher_prompt_versions: str | None
+    teacher_prompt_shas: str | None
     metrics: Metrics
     macro_f1_diff: float | None = None
     ci_low: float | None = None
@@ -260,6 +270,7 @@ def run_experiment(
     seed: int = 0,
     n_resamples: int = 1000,
     min_per_class: int = 2,
+    test_size: float = 0.2,
 ) -> list[StudentResult]:
     """Train and score every student variant on each dataset of a `build_sarcasm_dataset` frame.
 
@@ -277,7 +288,7 @@ def run_experiment(
     results: list[StudentResult] = []
     for dataset, rows in frame.groupby("dataset", sort=True):
         try:
-            split = split_dataset(rows, seed=seed, min_per_class=min_per_class)
+            split = split_dataset(rows, seed=seed, test_size=test_size, min_per_class=min_per_class)
         except InsufficientData as exc:
             raise InsufficientData(f"dataset {dataset!r}: {exc}") from exc
         results.extend(_run_dataset(str(dataset), split, students, variants, seed, n_resamples))
@@ -310,6 +321,7 @@ def _run_dataset(
         n_test_with_intentions=int(split.test["has_intentions"].sum()),
         teacher_model=_distinct(used["teacher_model"]),
         teacher_prompt_versions=_distinct(used["teacher_prompt_version"]),
+        teacher_prompt_shas=_distinct(used["teacher_prompt_sha"]),
         metrics=classification_metrics(y_test, majority),
         seed=seed,
     )

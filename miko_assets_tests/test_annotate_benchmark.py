@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,14 +25,8 @@ from miko_assets.annotate.benchmark import (
     tokenize,
 )
 from miko_assets.annotate.miko_release import accepted_references, read_release
+from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
-RELEASE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "miko_release"
-    / "train.json"
-)
 HYP = tokenize("The cat sat on the mat.")
 REF = tokenize("the cat is on the mat.")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +14,8 @@ from miko_assets.annotate.miko_release import (
     release_accept_rates,
     release_annotations,
 )
+from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
-RELEASE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "miko_release"
-    / "train.json"
-)
 ORDER = [
     "xWant",
     "oEffect",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,14 +15,8 @@ from miko_assets.annotate.report import (
     human_consensus,
     plot_agreement,
 )
+from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
-RELEASE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "miko_release"
-    / "train.json"
-)
 RELATION = {
     "i1": "xWant",
     "i2": "xWant",

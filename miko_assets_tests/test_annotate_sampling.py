@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from miko_assets.annotate.miko_release import read_release
 from miko_assets.annotate.sampling import sample_for_annotation
+from miko_assets_tests.paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def _rows(sizes: dict[str, int]) -> list[dict[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,8 @@ from miko_assets.distill.intentions import INTENTIONS_SCHEMA, ParsedIntention, p
 from miko_assets.distill.key_info import KEY_INFO_SCHEMA, KeyInfo, parse_key_info
 from miko_assets.distill.parsing import ParseError
 from miko_assets.distill.relations import RELATION_NAMES, RELATIONS
+from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
-RELEASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "miko_release" / "train.json"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,8 +28,9 @@ from miko_assets.sarcasm.students import (
     split_dataset,
     student_variants,
 )
+from miko_assets_tests.paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 TEACHER = "smollm2-135m-instruct-q4_1"
 
 

@@ -6,7 +6,6 @@ configuration is part of their code version; tests build them with their own.
 """
 
 import base64
-from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
@@ -15,8 +14,7 @@ from miko_assets.annotate.benchmark import MiniLMBertScorer, plot_leaderboard
 from miko_assets.annotate.models import STAGES, Stage
 from miko_assets.annotate.report import build_agreement_report, plot_agreement
 from miko_assets.assets.metadata import counts, preview
-from miko_assets.llm.models import LLMRequest, LLMResponse
-from miko_assets.llm.runner import LLMRunner, RunSummary
+from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.annotation import (
@@ -27,7 +25,7 @@ from miko_assets.stages.annotation import (
     task_rows,
 )
 from miko_assets.stages.benchmark import BenchmarkConfig, benchmark_posts, generate, score_generations
-from miko_assets.stages.common import Completer, StageRun, Validator
+from miko_assets.stages.common import StageRun, runner_completer
 from miko_assets.stages.human_annotations import ImportOutcome, annotation_counts, reimport_known_sources
 from miko_assets.stages.judging import JUDGE_STAGES, JudgeSpec, judge_tasks
 from miko_assets.warehouse.prompts import register_prompts
@@ -44,17 +42,6 @@ def _table(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def _png(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
-def _completer(runner: LLMRunner, run_id: str, stage: str, summaries: list[RunSummary]) -> Completer:
-    """Runs requests through the LLM layer under `stage`, keeping each batch's summary."""
-
-    def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
-        result = runner.run(requests, validate, dagster_run_id=run_id, stage=stage)
-        summaries.append(result.summary)
-        return result.responses
-
-    return complete
 
 
 def _llm_metadata(summaries: list[RunSummary], prefix: str = "") -> dict:
@@ -128,7 +115,7 @@ def llm_annotations_asset(judges: JudgeSpec) -> dg.AssetsDefinition:
         rows = judge_tasks(
             tasks,
             {s: StageRun.start(judges.configs[s], run_id, judges.code_version) for s in STAGES},
-            {s: _completer(runner, run_id, JUDGE_STAGES[s], summaries[s]) for s in STAGES},
+            {s: runner_completer(runner, run_id, JUDGE_STAGES[s], summaries[s]) for s in STAGES},
         )
         wh.replace_partition(
             "llm_annotations", batch, rows, replaced_by_run=run_id, unchanged_key=("intention_id", "stage", "llm_call_id")
@@ -238,7 +225,7 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
         posts = benchmark_posts(config.release_path, config.posts)
         register_prompts(wh, [g.config.prompt() for g in config.generators])
         summaries: list[RunSummary] = []
-        items = generate(config.generators, posts, _completer(llm.runner(wh), run_id, "benchmark", summaries))
+        items = generate(config.generators, posts, runner_completer(llm.runner(wh), run_id, "benchmark", summaries))
         scores = score_generations(items, MiniLMBertScorer(), run_id)
         wh.append("benchmark_items", scores.items)
         wh.append("benchmark_results", scores.results)

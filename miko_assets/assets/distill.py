@@ -4,19 +4,18 @@ Each asset reads its upstream rows of the partition from the warehouse, runs the
 through the LLM layer and replaces its partition atomically; replaced rows go to history.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 
 from miko_assets.assets.metadata import counts, preview
 from miko_assets.distill.prompts import all_prompts
-from miko_assets.llm.models import LLMRequest, LLMResponse
 from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.captions import caption_rows
-from miko_assets.stages.common import Completer, StageRun, Validator
+from miko_assets.stages.common import StageRun, runner_completer
 from miko_assets.stages.intentions import intention_rows
 from miko_assets.stages.key_info import key_info_rows
 from miko_assets.stages.staleness import stale_partitions
@@ -63,14 +62,8 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         if inputs[0].empty:
             raise dg.Failure(f"partition {batch} has no posts: materialize `posts` for it first")
         register_prompts(wh, [spec.config.prompt()])
-        runner = llm.runner(wh)
         summaries: list[RunSummary] = []
-
-        def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
-            result = runner.run(requests, validate, dagster_run_id=run_id, stage=spec.stage)
-            summaries.append(result.summary)
-            return result.responses
-
+        complete = runner_completer(llm.runner(wh), run_id, spec.stage, summaries)
         stage_run = StageRun.start(spec.config, run_id, spec.code_version)
         rows = _build(spec.asset)(*inputs, stage_run, complete)
         wh.replace_partition(spec.asset, batch, rows, replaced_by_run=run_id, unchanged_key=_SAME_GENERATION[spec.asset])

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
+from miko_assets.llm.runner import LLMRunner, RunSummary
 
 Validator = Callable[[str], Any]
 
@@ -19,6 +20,17 @@ class Completer(Protocol):
     """Runs requests through the LLM layer; one response per request, in order, never raising."""
 
     def __call__(self, requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]: ...
+
+
+def runner_completer(runner: LLMRunner, run_id: str | None, stage: str, summaries: list[RunSummary]) -> Completer:
+    """A completer that runs each batch through `runner` under `stage`, keeping each batch's summary."""
+
+    def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
+        result = runner.run(requests, validate, dagster_run_id=run_id, stage=stage)
+        summaries.append(result.summary)
+        return result.responses
+
+    return complete
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""`miko stale`, `miko lineage` and `miko export`: look at what the pipeline made."""
+"""`miko stale`, `miko lineage`, `miko export` and `miko retry-failed`: inspect and repair what the pipeline made."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+import dagster as dg
 
 from miko_assets.commands.common import open_warehouse
 
@@ -21,6 +23,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="write the knowledge base as Parquet, JSONL and ATOMIC TSV")
     export.add_argument("--out", type=Path, default=Path("exports/knowledge_base"))
     export.set_defaults(run=_export)
+
+    retry = commands.add_parser(
+        "retry-failed",
+        help="materialize again the partitions with failed generations (only the failed calls are made)",
+    )
+    retry.add_argument("--dry-run", action="store_true", help="list them, run nothing")
+    retry.set_defaults(run=_retry_failed)
 
 
 def _stale(args: argparse.Namespace) -> int:
@@ -52,3 +61,37 @@ def _export(args: argparse.Namespace) -> int:
     for kind, path in export_knowledge_base(open_warehouse(args), args.out).items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _retry_failed(args: argparse.Namespace) -> int:
+    from miko_assets.definitions import defs
+    from miko_assets.instance import open_instance
+    from miko_assets.stages.failures import failed_partitions
+
+    warehouse = open_warehouse(args)
+    failed = failed_partitions(warehouse)
+    if not failed:
+        print("no failed generations")
+        return 0
+    # A partition is re-run from its first failed stage on, so later stages see the fixed rows.
+    order = ["captions", "key_info", "intentions"]
+    batches = sorted({b for per_asset in failed.values() for b in per_asset})
+    ok = True
+    with open_instance() as instance:
+        for batch in batches:
+            first = min(order.index(a) for a, per_asset in failed.items() if batch in per_asset)
+            assets = order[first:]
+            print(f"{batch}: {', '.join(f'{failed[a][batch]} failed {a}' for a in order if batch in failed.get(a, {}))}"
+                  f" -> materializing {', '.join(assets)}")
+            if args.dry_run:
+                continue
+            job = defs.resolve_job_def("distill_job")
+            outcome = job.execute_in_process(
+                partition_key=batch, instance=instance, raise_on_error=False,
+                asset_selection=[dg.AssetKey(a) for a in assets],
+            )
+            ok &= outcome.success
+            print(f"  run {outcome.run_id}: {'ok' if outcome.success else 'FAILED'}")
+    remaining = failed_partitions(warehouse)
+    print(f"failed rows left: {sum(sum(v.values()) for v in remaining.values())}")
+    return 0 if ok else 1

@@ -57,8 +57,12 @@ class LLMRequest(BaseModel):
     schema_name: str | None = None
 
     def cache_key(self) -> str:
-        """Content address of the call: provider, model, messages (images by sha), params, schema."""
-        return sha256_text(canonical_json(self.fingerprint()))
+        """Content address: provider, model, messages (images by sha), params, schema."""
+        return sha256_text(self.request_json())
+
+    def request_json(self) -> str:
+        """The rendered request as stored in `llm_calls` (images by sha); its sha256 is the key."""
+        return canonical_json(self.fingerprint())
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,9 @@ class LLMResponse(BaseModel):
 
     call_id: str
     status: CallStatus
+    # `error_kind` names the failure reason (e.g. `rate_limited`, `length`, `invalid_output`,
+    # `budget_exceeded`); `error` is the redacted detail, prefixed with the kind.
+    error_kind: str | None = None
     error: str | None = None
     text: str | None = None
     parsed: Any = None
@@ -90,6 +97,9 @@ class LLMResponse(BaseModel):
     provider_request_id: str | None = None
     attempts: int = 1
     from_cache: bool = False
+    # Set when the answer came from the repair call: the id of the first call, whose answer
+    # failed validation. `call_id` is then the repair call's id.
+    repair_of: str | None = None
 
 
 def canonical_json(value: Any) -> str:

@@ -1,0 +1,177 @@
+"""Throughput of the LLM layer against a local OpenAI-compatible server with a fixed latency.
+
+For each concurrency, N requests of about 330 prompt tokens go
+  - through `LLMRunner` with the aiohttp transport (cache lookups and writes included),
+  - through `LLMRunner` with the official-SDK transport,
+  - through the plain `openai` SDK behind a semaphore (no layer at all, for comparison),
+  - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
+and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
+request (process CPU time, every thread included, / requests). Then it times a fully cached
+re-run of `--cached` requests. The fake server runs in its own process, so its CPU is not
+counted against the client.
+
+    python benchmarks/llm_throughput.py [--requests 2000] [--concurrency 16 64 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import openai
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from miko_assets.llm.config import RunnerConfig
+from miko_assets.llm.models import GenerationParams, LLMRequest, Message
+from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings, chat_payload
+from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.runner import LLMRunner, run_sync
+from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.fake_llm_server import start_process
+
+MODEL = "gpt-4o-mini"
+SYSTEM = "You distil the intentions behind social-media posts. Answer in one short sentence."
+# About 1,300 characters, so about 330 tokens with the system prompt.
+FILLER = (
+    "The user shared a photo of a crowded train platform at dawn with the caption below. "
+    "Think about the concepts, actions, objects, emotions and keywords involved, and make "
+    "the intention human-centric. "
+) * 5
+
+
+def make_requests(tag: str, n: int) -> list[LLMRequest]:
+    params = GenerationParams(temperature=0.7, max_tokens=64)
+    return [
+        LLMRequest(
+            provider="openai",
+            model=MODEL,
+            messages=(
+                Message(role="system", content=SYSTEM),
+                Message(
+                    role="user", content=f"{FILLER}\nPost {tag}-{i}: another Monday, another delay."
+                ),
+            ),
+            params=params,
+        )
+        for i in range(n)
+    ]
+
+
+def measure(
+    label: str, concurrency: int, latency_s: float, work: Callable[..., int], *args: object
+) -> None:
+    """Run `work(*args)` (which returns how many requests it made) and print the figures."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    n = work(*args)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    ideal = concurrency / latency_s
+    rps = n / wall
+    print(
+        f"{label:<20} c={concurrency:<4} {rps:6.0f} req/s  ideal {ideal:5.0f}"
+        f"  ratio {rps / ideal:4.2f}  client CPU {cpu / n * 1000:4.2f} ms/req",
+        flush=True,
+    )
+
+
+def through_layer(runner: LLMRunner, requests: list[LLMRequest]) -> int:
+    result = runner.run(requests, dagster_run_id="bench", stage="bench")
+    assert result.summary.succeeded == result.summary.calls_made == len(requests), result.summary
+    return len(requests)
+
+
+def layer(base_url: str, transport: str, warehouse: Warehouse, concurrency: int) -> LLMRunner:
+    provider = OpenAIProvider(OpenAISettings(base_url=base_url, transport=transport))
+    config = RunnerConfig(concurrency=concurrency, timeout_s=30)
+    return LLMRunner(ProviderRegistry(env={}, providers=[provider]), warehouse, config=config)
+
+
+def plain_sdk(base_url: str, requests: list[LLMRequest], concurrency: int) -> int:
+    """The official SDK behind a semaphore: no layer at all."""
+
+    async def main() -> None:
+        client = openai.AsyncOpenAI(api_key="unused", base_url=base_url, max_retries=0)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(request: LLMRequest) -> None:
+            async with gate:
+                completion = await client.chat.completions.create(
+                    **chat_payload(request), timeout=30
+                )
+                assert completion.choices[0].message.content
+
+        await asyncio.gather(*(one(r) for r in requests))
+        await client.close()
+
+    run_sync(main)  # the event loop the layer uses, for a like-for-like comparison
+    return len(requests)
+
+
+def bare_aiohttp(base_url: str, requests: list[LLMRequest], concurrency: int) -> int:
+    """A bare aiohttp client with no bookkeeping at all: the ceiling of this server and machine."""
+
+    async def main() -> None:
+        headers = {"Content-Type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            queue = iter(requests)
+
+            async def worker() -> None:
+                for request in queue:
+                    body = json.dumps(chat_payload(request))
+                    async with session.post(f"{base_url}/chat/completions", data=body) as response:
+                        assert json.loads(await response.read())["choices"]
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    run_sync(main)  # the event loop the layer uses, for a like-for-like comparison
+    return len(requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--cached", type=int, default=10_000)
+    args = parser.parse_args()
+    latency_s = args.latency_ms / 1000
+    server, url = start_process(args.latency_ms)
+    base_url = f"{url}/v1"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            warehouse = Warehouse(Path(tmp) / "bench.duckdb")
+            warehouse.ensure_schema()
+            print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
+            for c in args.concurrency:
+                for transport in ("aiohttp", "sdk"):
+                    runner = layer(base_url, transport, warehouse, c)
+                    requests = make_requests(f"{transport}-{c}", args.requests)
+                    measure(f"layer ({transport})", c, latency_s, through_layer, runner, requests)
+                requests = make_requests(f"plain-{c}", args.requests)
+                measure("plain openai SDK", c, latency_s, plain_sdk, base_url, requests, c)
+                requests = make_requests(f"bare-{c}", args.requests)
+                measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
+
+            cached = make_requests("cached", args.cached)
+            runner = layer(base_url, "aiohttp", warehouse, max(args.concurrency))
+            through_layer(runner, cached)
+            started = time.perf_counter()
+            again = runner.run(cached)
+            elapsed = time.perf_counter() - started
+            assert again.summary.calls_made == 0 and again.summary.cache_hits == args.cached
+            print(f"cached re-run of {args.cached} requests: {elapsed:.2f} s, 0 calls made")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

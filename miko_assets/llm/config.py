@@ -1,0 +1,86 @@
+"""Runner settings (concurrency, limits, retries, budget), read from the environment.
+
+MIKO_LLM_CONCURRENCY          calls in flight per provider (default 16)
+MIKO_<PROVIDER>_CONCURRENCY   the same for one provider (`local` defaults to 1: one model)
+MIKO_<PROVIDER>_RPM / _TPM    requests / tokens per minute for one provider (default: none)
+MIKO_LLM_TIMEOUT_S            per-attempt timeout (default 60)
+MIKO_LLM_MAX_ATTEMPTS         attempts per call, retries included (default 5)
+MIKO_MAX_SPEND_USD            maximum spend per Dagster run (default: none)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_LIMIT_VAR = re.compile(r"^MIKO_([A-Z0-9]+)_(CONCURRENCY|RPM|TPM)$")
+
+
+class ProviderLimits(BaseModel):
+    """Per-provider bounds; `None` means that dimension is unlimited."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concurrency: int | None = Field(default=None, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+
+
+# One embedded model answers one call at a time: more workers would only queue on it (and
+# spend their timeouts waiting).
+DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=1)}
+
+
+class RunnerConfig(BaseModel):
+    """How `LLMRunner` runs a batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concurrency: int = Field(default=16, ge=1)
+    # Per provider; a provider without an entry takes `DEFAULT_LIMITS`, else no limits.
+    limits: dict[str, ProviderLimits] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    # A Retry-After longer than this is not waited for inside a step: the call fails instead.
+    max_retry_after_s: float = Field(default=120.0, ge=0)
+    max_spend_usd: float | None = Field(default=None, ge=0)
+    repair: bool = True
+    # Each flush opens the warehouse (tens of ms), so batches are large; at most about
+    # `flush_interval_s` of finished results is lost if the process dies.
+    flush_every: int = Field(default=1000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+
+    def limits_for(self, provider: str) -> ProviderLimits:
+        return self.limits.get(provider) or DEFAULT_LIMITS.get(provider) or ProviderLimits()
+
+    def concurrency_for(self, provider: str) -> int:
+        return self.limits_for(provider).concurrency or self.concurrency
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RunnerConfig:
+        """Defaults overridden by the `MIKO_*` variables listed in this module's docstring."""
+        limits = {
+            name: dict(limit.model_dump(exclude_none=True))
+            for name, limit in DEFAULT_LIMITS.items()
+        }
+        for name, value in env.items():
+            match = _LIMIT_VAR.match(name)
+            if match and match.group(1) != "LLM":
+                limits.setdefault(match.group(1).lower(), {})[match.group(2).lower()] = float(value)
+        fields: dict[str, object] = {
+            "limits": {p: ProviderLimits.model_validate(v) for p, v in limits.items()}
+        }
+        for field, var in (
+            ("concurrency", "MIKO_LLM_CONCURRENCY"),
+            ("timeout_s", "MIKO_LLM_TIMEOUT_S"),
+            ("max_attempts", "MIKO_LLM_MAX_ATTEMPTS"),
+            ("max_spend_usd", "MIKO_MAX_SPEND_USD"),
+        ):
+            if env.get(var):
+                fields[field] = env[var]
+        return cls.model_validate(fields)

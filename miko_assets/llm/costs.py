@@ -1,0 +1,186 @@
+"""Prices per model, the cost of a call, pre-flight estimates and the per-run budget guard.
+
+Prices live in `prompts/prices.yaml` (or `$MIKO_PRICES_PATH`, or `prices.yaml` in
+`$MIKO_PROMPTS_DIR`). A model not in the table costs 0 and is reported as unpriced: the run
+summary lists it and a warning is logged once per model, since no budget can guard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from miko_assets.llm.models import LLMRequest
+
+log = logging.getLogger(__name__)
+
+PRICES_PATH_ENV = "MIKO_PRICES_PATH"
+_REPO_PRICES = Path(__file__).resolve().parents[2] / "prompts" / "prices.yaml"
+# Rough prompt cost of one image (OpenAI bills a 1024px high-detail image at 765 tokens).
+IMAGE_TOKENS_ESTIMATE = 800
+_MESSAGE_OVERHEAD_TOKENS = 4
+_PER_MILLION = 1_000_000
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+    def cost(
+        self, tokens_in: int, tokens_out: int, tokens_cached: int = 0, tokens_cache_write: int = 0
+    ) -> float:
+        """Cost of one call; `tokens_in` counts every prompt token, cached and cache-written too."""
+        fresh = max(0, tokens_in - tokens_cached - tokens_cache_write)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        write_price = self.input if self.cache_write is None else self.cache_write
+        return (
+            fresh * self.input
+            + tokens_cached * cached_price
+            + tokens_cache_write * write_price
+            + tokens_out * self.output
+        ) / _PER_MILLION
+
+
+FREE = ModelPrice(input=0, output=0)
+
+
+class PriceTable(BaseModel):
+    """Model prices, looked up by exact name, else by the longest listed name the model extends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    free_providers: frozenset[str] = frozenset({"local"})
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None = None, env: Mapping[str, str] = os.environ) -> PriceTable:
+        return cls.model_validate(yaml.safe_load((path or prices_path(env)).read_text()))
+
+    def price_for(self, provider: str, model: str) -> ModelPrice | None:
+        """The model's price, `FREE` for a free provider, `None` when the model is unknown."""
+        if provider in self.free_providers:
+            return FREE
+        if model in self.models:
+            return self.models[model]
+        # Dated snapshots (`gpt-4o-mini-2024-07-18`) take the price of their family.
+        family = max((m for m in self.models if model.startswith(m + "-")), key=len, default=None)
+        return self.models[family] if family else None
+
+
+def prices_path(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get(PRICES_PATH_ENV):
+        return Path(env[PRICES_PATH_ENV])
+    if env.get("MIKO_PROMPTS_DIR"):
+        return Path(env["MIKO_PROMPTS_DIR"]) / "prices.yaml"
+    return _REPO_PRICES
+
+
+def estimate_tokens(text: str) -> int:
+    """Token count estimate for English text (about four characters per token)."""
+    return math.ceil(len(text) / 4)
+
+
+def prompt_tokens_estimate(request: LLMRequest) -> int:
+    """Estimated prompt tokens of a rendered request, images and per-message overhead included."""
+    return sum(
+        estimate_tokens(m.content)
+        + _MESSAGE_OVERHEAD_TOKENS
+        + IMAGE_TOKENS_ESTIMATE * len(m.images)
+        for m in request.messages
+    )
+
+
+class CostEstimate(BaseModel):
+    """Pre-flight estimate of calls to make; `max_cost_usd` assumes answers of max_tokens."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    max_cost_usd: float = 0.0
+    unpriced_models: list[str] = Field(default_factory=list)
+
+
+def estimate_cost(requests: Iterable[LLMRequest], prices: PriceTable) -> CostEstimate:
+    """Estimate the worst-case cost of `requests` from their rendered prompts."""
+    estimate = CostEstimate()
+    unpriced: set[str] = set()
+    for request in requests:
+        prompt = prompt_tokens_estimate(request)
+        price = prices.price_for(request.provider, request.model)
+        estimate.requests += 1
+        estimate.prompt_tokens += prompt
+        estimate.max_output_tokens += request.params.max_tokens
+        if price is None:
+            unpriced.add(f"{request.provider}/{request.model}")
+        else:
+            estimate.max_cost_usd += price.cost(prompt, request.params.max_tokens)
+    estimate.unpriced_models = sorted(unpriced)
+    return estimate
+
+
+class BudgetGuard:
+    """Keeps a run's spend within `max_spend_usd`.
+
+    Each call reserves its worst case (estimated prompt, full max_tokens) before it is sent and
+    settles to its real cost when it ends, so calls in flight can never jointly overshoot. A
+    reservation that does not fit waits for calls in flight to settle (they usually cost less
+    than reserved); it is refused once nothing is in flight and it still does not fit, and the
+    caller records that call as failed.
+    """
+
+    def __init__(self, max_spend_usd: float | None, spent_usd: float = 0.0) -> None:
+        self.max_spend_usd = max_spend_usd
+        self.spent_usd = spent_usd
+        self._reserved = 0.0
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, amount: float) -> bool:
+        if self.max_spend_usd is None:
+            return True
+        async with self._changed:
+            while self.spent_usd + self._reserved + amount > self.max_spend_usd:
+                if self._reserved <= 0:
+                    return False
+                await self._changed.wait()
+            self._reserved += amount
+            return True
+
+    async def settle(self, reserved: float, actual: float) -> None:
+        self.spent_usd += actual
+        if self.max_spend_usd is None:
+            return
+        async with self._changed:
+            self._reserved -= reserved
+            self._changed.notify_all()
+
+
+class PriceBook:
+    """Prices resolved once per (provider, model) for a run; warns once per unpriced model."""
+
+    def __init__(self, table: PriceTable) -> None:
+        self._table = table
+        self._resolved: dict[tuple[str, str], ModelPrice | None] = {}
+        self.unpriced: set[str] = set()
+
+    def price(self, provider: str, model: str) -> ModelPrice:
+        key = (provider, model)
+        if key not in self._resolved:
+            price = self._table.price_for(provider, model)
+            if price is None:
+                log.warning("no price for %s/%s: its calls are counted as free", provider, model)
+                self.unpriced.add(f"{provider}/{model}")
+            self._resolved[key] = price
+        return self._resolved[key] or FREE

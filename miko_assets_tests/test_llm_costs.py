@@ -1,0 +1,161 @@
+"""Prices, per-call cost, the pre-flight estimate, the budget guard and the env configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from miko_assets.llm.config import ProviderLimits, RunnerConfig
+from miko_assets.llm.costs import (
+    BudgetGuard,
+    ModelPrice,
+    PriceTable,
+    estimate_cost,
+    prompt_tokens_estimate,
+)
+from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.runner import LLMRunner
+from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.fake_llm_server import FakeLLMServer
+from miko_assets_tests.test_llm_runner import (
+    Answer,
+    make_provider,
+    make_runner,
+    request,
+)
+
+PRICEY = PriceTable(models={"pricey": ModelPrice(input=1000, output=2000, cached_input=100)})
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FakeLLMServer, str]]:
+    fake = FakeLLMServer()
+    url = fake.start_in_thread()
+    yield fake, url
+    fake.stop()
+
+
+def test_price_table_lookup_and_cost() -> None:
+    table = PriceTable.load()
+    assert table.price_for("openai", "gpt-4o-mini-2024-07-18") == table.models["gpt-4o-mini"]
+    assert table.price_for("openai", "gpt-4o-2024-08-06") == table.models["gpt-4o"]
+    assert (
+        table.price_for("anthropic", "claude-sonnet-4-20250514") == table.models["claude-sonnet-4"]
+    )
+    assert table.price_for("local", "anything").cost(10**6, 10**6) == 0
+    assert table.price_for("openai", "no-such-model") is None
+    mini = table.models["gpt-4o-mini"]
+    # 1M prompt tokens of which 400k cached, 100k completion tokens.
+    assert mini.cost(1_000_000, 100_000, 400_000) == pytest.approx(
+        0.6 * 0.15 + 0.4 * 0.075 + 0.1 * 0.60
+    )
+    haiku = table.models["claude-3-5-haiku"]
+    assert haiku.cost(1_000_000, 0, 0, 1_000_000) == pytest.approx(1.00)  # cache writes cost more
+
+
+def test_preflight_estimate_from_rendered_prompts() -> None:
+    requests = [request("openai", "x" * 400, model="pricey") for _ in range(3)]
+    per_request = prompt_tokens_estimate(requests[0])
+    assert per_request == 100 + 5 + 2 * 4  # user text, system text, two message overheads
+    estimate = estimate_cost(requests + [request("openai", "y", model="unknown-model")], PRICEY)
+    assert estimate.requests == 4 and estimate.max_output_tokens == 200
+    assert estimate.max_cost_usd == pytest.approx(3 * (per_request * 1000 + 50 * 2000) / 1e6)
+    assert estimate.unpriced_models == ["openai/unknown-model"]
+
+
+def test_budget_guard_waits_for_calls_in_flight_then_refuses() -> None:
+    async def scenario() -> tuple[bool, bool, bool, float]:
+        guard = BudgetGuard(1.0)
+        assert await guard.reserve(0.6)
+        second = asyncio.create_task(
+            guard.reserve(0.5)
+        )  # does not fit while the first is in flight
+        await asyncio.sleep(0.01)
+        waited = not second.done()
+        await guard.settle(0.6, 0.2)  # the first cost less than its worst case
+        admitted = await second
+        await guard.settle(0.5, 0.3)
+        refused = not await guard.reserve(0.9)  # 0.5 spent + 0.9 > 1 with nothing in flight
+        return waited, admitted, refused, guard.spent_usd
+
+    waited, admitted, refused, spent = asyncio.run(scenario())
+    assert waited and admitted and refused and spent == pytest.approx(0.5)
+    assert asyncio.run(BudgetGuard(None).reserve(10**9))
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_budget_stops_before_it_is_exceeded(
+    concurrency: int, server: tuple[FakeLLMServer, str], tmp_path: Path
+) -> None:
+    fake, url = server
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    requests = [request("openai", f"budget {i} " + "x" * 80, model="pricey") for i in range(20)]
+    runner = LLMRunner(
+        ProviderRegistry(env={}, providers=[make_provider("openai", url)]),
+        warehouse,
+        config=make_runner(
+            make_provider("openai", url), None, concurrency=concurrency, max_spend_usd=0.5
+        ).config,
+        prices=PRICEY,
+    )
+
+    result = runner.run(requests, Answer, dagster_run_id="budget-run")
+
+    made = [r for r in result.responses if r.status == "ok"]
+    refused = [r for r in result.responses if r.status == "failed"]
+    assert made and refused and len(made) + len(refused) == 20
+    assert fake.requests == len(made)  # refused requests were never sent
+    assert result.summary.cost_usd <= 0.5
+    assert result.summary.failures_by_reason == {"budget_exceeded": len(refused)}
+    assert all(r.error_kind == "budget_exceeded" and r.attempts == 0 for r in refused)
+    for response in made:
+        assert response.cost_usd == pytest.approx(
+            PRICEY.models["pricey"].cost(response.tokens_in, response.tokens_out)
+        )
+    # The next call would have broken the budget.
+    worst_case = PRICEY.models["pricey"].cost(prompt_tokens_estimate(requests[0]), 50)
+    assert result.summary.cost_usd + worst_case > 0.5
+    stored = warehouse.rows(
+        "SELECT count(*) FROM llm_calls WHERE status = 'failed' AND error LIKE 'budget_exceeded:%'"
+    )
+    assert stored == [(len(refused),)]
+
+    # The budget is per Dagster run: a later step of the same run starts from what it spent.
+    more = [request("openai", f"later {i} " + "x" * 80, model="pricey") for i in range(3)]
+    later = runner.run(more, Answer, dagster_run_id="budget-run")
+    assert later.summary.failures_by_reason == {"budget_exceeded": 3}
+    assert runner.run(more, Answer, dagster_run_id="another-run").summary.succeeded == 3
+
+
+def test_unpriced_models_are_flagged(
+    server: tuple[FakeLLMServer, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, url = server
+    runner = make_runner(make_provider("openai", url), None)
+    result = runner.run(
+        [request("openai", "a", model="mystery-7b"), request("openai", "b", model="mystery-7b")],
+        Answer,
+    )
+    assert result.summary.unpriced_models == ["openai/mystery-7b"] and result.summary.cost_usd == 0
+    assert sum("no price for openai/mystery-7b" in m for m in caplog.messages) == 1
+
+
+def test_runner_config_from_env() -> None:
+    config = RunnerConfig.from_env(
+        {
+            "MIKO_LLM_CONCURRENCY": "32",
+            "MIKO_OPENAI_RPM": "500",
+            "MIKO_OPENAI_TPM": "200000",
+            "MIKO_ANTHROPIC_CONCURRENCY": "4",
+            "MIKO_MAX_SPEND_USD": "2.5",
+            "MIKO_LLM_TIMEOUT_S": "30",
+        }
+    )
+    assert config.concurrency == 32 and config.max_spend_usd == 2.5 and config.timeout_s == 30
+    assert config.limits_for("openai") == ProviderLimits(rpm=500, tpm=200000)
+    assert config.concurrency_for("anthropic") == 4 and config.concurrency_for("openai") == 32
+    assert config.concurrency_for("local") == 1  # one embedded model answers one call at a time
+    assert RunnerConfig.from_env({}).max_spend_usd is None

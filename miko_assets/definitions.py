@@ -6,6 +6,7 @@ from miko_assets.assets.annotate import annotation_assets, annotation_job, evalu
 from miko_assets.assets.distill import generation_assets, prompt_registry, staleness_checks
 from miko_assets.assets.ingest import ingest_job
 from miko_assets.assets.knowledge_base import knowledge_base, lineage_job
+from miko_assets.assets.llm_batches import llm_batch_collector
 from miko_assets.assets.posts import posts
 from miko_assets.assets.sarcasm import sarcasm_dataset, sarcasm_student
 from miko_assets.resources import WarehouseResource, default_warehouse_path, llm_resource_from_env
@@ -30,9 +31,11 @@ sarcasm_student_job = dg.define_asset_job(
     description="Train and score the sarcasm students (set partitions, students and split in the launchpad).",
 )
 
+
 defs = dg.Definitions(
     assets=[*batch_assets, *annotation_assets, prompt_registry, knowledge_base, sarcasm_dataset, sarcasm_student],
     asset_checks=staleness_checks,
+    sensors=[llm_batch_collector],
     jobs=[ingest_job, annotation_job, evaluation_job, distill_job, knowledge_base_job, lineage_job, sarcasm_student_job],
     resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
 )

@@ -15,11 +15,20 @@ the n-th request carrying that same message gets step n (the last step repeats).
   length     finish reason `length` (Anthropic: `max_tokens`)
   filter     finish reason `content_filter` (Anthropic has none: answered as a refusal)
   refusal    an OpenAI `refusal` message (Anthropic: stop reason `refusal`)
+  fill       `ok`, answering every property of the requested schema with a short text (for
+             stage prompts, whose schemas are not `{"answer": ...}`)
 
 A request without a script is answered `ok`; `latency_ms` delays every answer. `GET /stats`
 returns the request count. Run it in a thread (`FakeLLMServer.start_in_thread`) or as a process
 (`python -m miko_assets_tests.fake_llm_server --latency-ms 100`, prints `READY <port>`), so its
 CPU does not count against a client being measured.
+
+Batch APIs: OpenAI Batch (`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches/{id}`,
+`GET /v1/files/{id}/content`) and Anthropic Message Batches (`POST /v1/messages/batches`,
+`GET /v1/messages/batches/{id}`, `GET .../results`). A submitted batch stays in progress until
+`complete_batches()` answers each of its items as the online endpoint would (scripts included:
+an item's step counts as one request; `5xx`/`4xx` steps become errored items), or, with
+`expire=True`, ends the batch expired with no answers.
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ class FakeLLMServer:
         self.requests = 0
         self.steps: Counter[str] = Counter()
         self.last_body: dict[str, Any] | None = None
+        # Batches of both APIs by id, as the API shows them, and their submitted items.
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_items: dict[str, list[dict[str, Any]]] = {}
+        self._files: dict[str, bytes] = {}
         self._seen: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,6 +74,13 @@ class FakeLLMServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/files", self._upload_file)
+        app.router.add_get("/v1/files/{id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_openai_batch)
+        app.router.add_get("/v1/batches/{id}", self._get_batch)
+        app.router.add_post("/v1/messages/batches", self._create_anthropic_batch)
+        app.router.add_get("/v1/messages/batches/{id}", self._get_batch)
+        app.router.add_get("/v1/messages/batches/{id}/results", self._anthropic_results)
         app.router.add_get("/stats", self._stats)
         return app
 
@@ -91,9 +111,12 @@ class FakeLLMServer:
 
     # -- OpenAI Chat Completions ----------------------------------------------------------
 
-    async def _openai(self, request: web.Request) -> web.StreamResponse:
+    async def _openai(self, request: web.Request) -> web.Response:
         body, step = await self._read(request)
-        error = _error_for(step, request.headers.get("Authorization", ""), openai=True)
+        return self._openai_reply(body, step, request.headers.get("Authorization", ""))
+
+    def _openai_reply(self, body: dict[str, Any], step: str, credential: str) -> web.Response:
+        error = _error_for(step, credential, openai=True)
         if error is not None:
             return error
         if step == "malformed":
@@ -126,9 +149,11 @@ class FakeLLMServer:
 
     # -- Anthropic Messages ---------------------------------------------------------------
 
-    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+    async def _anthropic(self, request: web.Request) -> web.Response:
         body, step = await self._read(request)
-        credential = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+        return self._anthropic_reply(body, step, _credential(request))
+
+    def _anthropic_reply(self, body: dict[str, Any], step: str, credential: str) -> web.Response:
         error = _error_for(step, credential, openai=False)
         if error is not None:
             return error
@@ -169,6 +194,160 @@ class FakeLLMServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "steps": dict(self.steps)})
+
+    # -- batch APIs -----------------------------------------------------------------------
+
+    async def _upload_file(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload = form["file"]
+        assert isinstance(upload, web.FileField) and form.get("purpose") == "batch"
+        content = upload.file.read()
+        file_id = f"file-{len(self._files) + 1}"
+        self._files[file_id] = content
+        return web.json_response(_file_object(file_id, len(content), upload.filename))
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        content = self._files.get(request.match_info["id"])
+        if content is None:
+            return web.json_response({"error": {"message": "No such file"}}, status=404)
+        return web.Response(body=content, content_type="application/octet-stream")
+
+    async def _create_openai_batch(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        lines = self._files[body["input_file_id"]].decode().splitlines()
+        items = [json.loads(line) for line in lines if line.strip()]
+        assert body["endpoint"] == "/v1/chat/completions" and body["completion_window"] == "24h"
+        assert all(i["method"] == "POST" and i["url"] == body["endpoint"] for i in items)
+        batch_id = f"batch_{len(self.batches) + 1}"
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"],
+            "completion_window": "24h",
+            "status": "in_progress",
+            "created_at": int(time.time()),
+            "output_file_id": None,
+            "error_file_id": None,
+            "request_counts": {"total": len(items), "completed": 0, "failed": 0},
+        }
+        self.batch_items[batch_id] = [
+            {"custom_id": i["custom_id"], "body": i["body"], "credential": _credential(request)}
+            for i in items
+        ]
+        return web.json_response(self.batches[batch_id])
+
+    async def _create_anthropic_batch(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        batch_id = f"msgbatch_{len(self.batches) + 1}"
+        now = time.time()
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": {
+                "processing": len(body["requests"]),
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "created_at": _iso(now),
+            "expires_at": _iso(now + 86400),
+            "ended_at": None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
+        self.batch_items[batch_id] = [
+            {"custom_id": r["custom_id"], "body": r["params"], "credential": _credential(request)}
+            for r in body["requests"]
+        ]
+        return web.json_response(self.batches[batch_id])
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "No such batch"}}, status=404)
+        if batch.get("results_url"):  # absolute, as the API gives it
+            batch = batch | {"results_url": f"{request.url.origin()}{batch['results_url']}"}
+        return web.json_response(batch)
+
+    async def _anthropic_results(self, request: web.Request) -> web.Response:
+        content = self._files.get(f"results-{request.match_info['id']}")
+        if content is None:
+            return web.json_response({"error": {"message": "Batch not ended"}}, status=404)
+        return web.Response(body=content, content_type="application/binary")
+
+    def complete_batches(self, *, expire: bool = False) -> None:
+        """End every batch in progress: answer its items (or, with `expire`, none of them)."""
+        assert self._loop is not None, "complete_batches needs start_in_thread"
+
+        async def complete() -> None:
+            for batch_id, batch in self.batches.items():
+                if batch.get("status") == "in_progress":
+                    self._end_openai_batch(batch, self.batch_items[batch_id], expire)
+                elif batch.get("processing_status") == "in_progress":
+                    self._end_anthropic_batch(batch, self.batch_items[batch_id], expire)
+
+        asyncio.run_coroutine_threadsafe(complete(), self._loop).result(10)
+
+    def _end_openai_batch(
+        self, batch: dict[str, Any], items: list[dict[str, Any]], expire: bool
+    ) -> None:
+        output, errors = [], []
+        for n, item in enumerate(items):
+            line: dict[str, Any] = {"id": f"batch_req_{n}", "custom_id": item["custom_id"]}
+            if expire:
+                line["response"] = None
+                line["error"] = {"code": "batch_expired", "message": "This request expired."}
+                errors.append(line)
+                continue
+            reply = self._openai_reply(item["body"], self._step(item["body"]), item["credential"])
+            line["response"] = {
+                "status_code": reply.status,
+                "request_id": f"req_{n}",
+                "body": json.loads(reply.body),
+            }
+            line["error"] = None
+            (output if reply.status == 200 else errors).append(line)
+        for kind, lines in (("output", output), ("error", errors)):
+            if lines:
+                file_id = f"file-{batch['id']}-{kind}"
+                self._files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                batch[f"{kind}_file_id"] = file_id
+        batch["status"] = "expired" if expire else "completed"
+        batch["request_counts"] = {
+            "total": len(items),
+            "completed": len(output),
+            "failed": len(errors),
+        }
+
+    def _end_anthropic_batch(
+        self, batch: dict[str, Any], items: list[dict[str, Any]], expire: bool
+    ) -> None:
+        counts: Counter[str] = Counter()
+        lines = []
+        for item in items:
+            result: dict[str, Any] = {"type": "expired"}
+            if not expire:
+                body = item["body"]
+                reply = self._anthropic_reply(body, self._step(body), item["credential"])
+                answer = json.loads(reply.body)
+                result = (
+                    {"type": "succeeded", "message": answer}
+                    if reply.status == 200
+                    else {"type": "errored", "error": answer}
+                )
+            counts[result["type"]] += 1
+            lines.append({"custom_id": item["custom_id"], "result": result})
+        self._files[f"results-{batch['id']}"] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        batch["processing_status"] = "ended"
+        batch["ended_at"] = _iso(time.time())
+        batch["results_url"] = f"/v1/messages/batches/{batch['id']}/results"
+        batch["request_counts"] = {
+            k: counts[k] for k in ("succeeded", "errored", "canceled", "expired")
+        } | {"processing": 0}
 
     # -- running --------------------------------------------------------------------------
 
@@ -224,6 +403,26 @@ def start_process(latency_ms: float = 0.0) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{int(line.split()[1])}"
 
 
+def _credential(request: web.Request) -> str:
+    return request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+
+
+def _file_object(file_id: str, size: int, filename: str) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": int(time.time()),
+        "filename": filename,
+        "purpose": "batch",
+        "status": "processed",
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 def _error_for(step: str, credential: str, *, openai: bool) -> web.Response | None:
     statuses = {"429": 429, "429ms": 429, "500": 500, "401": 401, "400": 400}
     if step not in statuses:
@@ -269,7 +468,17 @@ def _answer(body: dict[str, Any], step: str, wants_json: bool) -> str:
     echo = _text_of(last["content"])[:40]
     if step == "length":
         return '{"answer": "cut off her'
+    if step == "fill":
+        return json.dumps({name: f"a short {name} answer" for name in _schema_of(body)["properties"]})
     return json.dumps({"answer": echo}) if wants_json else f"answer: {echo}"
+
+
+def _schema_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The output schema of a Chat Completions or Messages body."""
+    if body.get("tools"):
+        return body["tools"][0]["input_schema"]
+    response_format = body["response_format"]
+    return response_format.get("json_schema", response_format)["schema"]
 
 
 def _text_of(content: Any) -> str:

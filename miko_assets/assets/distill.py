@@ -4,24 +4,18 @@ Each asset reads its upstream rows of the partition from the warehouse, runs the
 through the LLM layer and replaces its partition atomically; replaced rows go to history.
 """
 
-from collections.abc import Callable
 
 import dagster as dg
-import pandas as pd
 
 from miko_assets.assets.metadata import counts, preview
 from miko_assets.distill.prompts import all_prompts
 from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
-from miko_assets.stages.captions import caption_rows
 from miko_assets.stages.common import StageRun, runner_completer
-from miko_assets.stages.intentions import intention_rows
-from miko_assets.stages.key_info import key_info_rows
 from miko_assets.stages.staleness import stale_partitions
-from miko_assets.stages.versions import StageSpec, current_stage_specs
+from miko_assets.stages.versions import STAGE_UPSTREAM, StageSpec, current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.prompts import register_prompts
-from miko_assets.warehouse.warehouse import Warehouse
 
 # Rows of a new materialization that equal these columns of an old row are the same generation.
 _SAME_GENERATION = {"captions": ("caption_id",), "key_info": ("key_info_id",), "intentions": ("intention_id", "llm_call_id")}
@@ -30,19 +24,10 @@ _PREVIEW = {
     "key_info": ["post_id", "status", "concept", "action", "object", "emotion", "keywords"],
     "intentions": ["post_id", "relation", "status", "full_text"],
 }
-_UPSTREAM = {"captions": ("posts",), "key_info": ("posts", "captions"), "intentions": ("posts", "captions", "key_info")}
-
-
-def _read_partition(warehouse: Warehouse, table: str, batch: str) -> pd.DataFrame:
-    return warehouse.query(f"SELECT * FROM {table} WHERE batch = ? ORDER BY post_id", [batch])
-
-
-def _build(asset: str) -> Callable[..., pd.DataFrame]:
-    return {"captions": caption_rows, "key_info": key_info_rows, "intentions": intention_rows}[asset]
 
 
 def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
-    upstream = _UPSTREAM[spec.asset]
+    upstream = STAGE_UPSTREAM[spec.asset]
 
     @dg.asset(
         name=spec.asset,
@@ -58,14 +43,14 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         wh = warehouse.get()
         batch = context.partition_key
         run_id = context.run.run_id
-        inputs = [_read_partition(wh, table, batch) for table in upstream]
+        inputs = stage_inputs(wh, spec.asset, batch)
         if inputs[0].empty:
             raise dg.Failure(f"partition {batch} has no posts: materialize `posts` for it first")
         register_prompts(wh, [spec.config.prompt()])
         summaries: list[RunSummary] = []
         complete = runner_completer(llm.runner(wh), run_id, spec.stage, summaries)
         stage_run = StageRun.start(spec.config, run_id, spec.code_version)
-        rows = _build(spec.asset)(*inputs, stage_run, complete)
+        rows = stage_rows(spec.asset)(*inputs, stage_run, complete)
         wh.replace_partition(spec.asset, batch, rows, replaced_by_run=run_id, unchanged_key=_SAME_GENERATION[spec.asset])
         summary = summaries[0] if summaries else RunSummary()
         return dg.MaterializeResult(

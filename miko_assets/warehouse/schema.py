@@ -206,6 +206,48 @@ LLM_CALLS = Table(
     primary_key=("call_id",),
 )
 
+# Provider batches (OpenAI Batch, Anthropic Message Batches), keyed by the provider's batch id.
+# `status` is `pending` until the ended batch's answers are collected into `llm_calls`.
+LLM_BATCHES = Table(
+    "llm_batches",
+    (
+        ("batch_id", "VARCHAR"),
+        ("provider", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("provider_status", "VARCHAR"),
+        ("stage", "VARCHAR"),
+        ("asset", "VARCHAR"),
+        ("partition_key", "VARCHAR"),
+        ("n_items", "INTEGER"),
+        ("n_succeeded", "INTEGER"),
+        ("n_failed", "INTEGER"),
+        ("tokens_in", "BIGINT"),
+        ("tokens_out", "BIGINT"),
+        ("cost_usd", "DOUBLE"),
+        ("error", "VARCHAR"),
+        ("dagster_run_id", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+        ("checked_at", "TIMESTAMP"),
+        ("collected_at", "TIMESTAMP"),
+    ),
+    primary_key=("batch_id",),
+)
+
+# One row per request of a provider batch: its rendered request (images by sha) and, once
+# collected, whether the batch answered it (`ok`) or why not.
+LLM_BATCH_ITEMS = Table(
+    "llm_batch_items",
+    (
+        ("batch_id", "VARCHAR"),
+        ("call_id", "VARCHAR"),
+        ("request_json", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("error", "VARCHAR"),
+    ),
+    primary_key=("batch_id", "call_id"),
+    indexes=(("call_id",),),
+)
+
 # One row per labelled post of a batch with its caption, key info and ten intentions (the
 # sarcasm experiment's input, built by `miko_assets.sarcasm.dataset`).
 SARCASM_DATASET = Table(
@@ -292,11 +334,13 @@ ANNOTATION_TASKS = Table(
 )
 
 # One person's judgement of one intention at one stage; importing it again adds nothing.
+# intention_text_sha (here and in llm_annotations) names the text judged: ids outlive regenerations.
 HUMAN_ANNOTATIONS = Table(
     "human_annotations",
     (
         ("annotation_key", "VARCHAR"),
         ("intention_id", "VARCHAR"),
+        ("intention_text_sha", "VARCHAR"),
         ("post_id", "VARCHAR"),
         ("relation", "VARCHAR"),
         ("stage", "VARCHAR"),
@@ -337,6 +381,7 @@ LLM_ANNOTATIONS = Table(
     (
         ("batch", "VARCHAR"),
         ("intention_id", "VARCHAR"),
+        ("intention_text_sha", "VARCHAR"),
         ("post_id", "VARCHAR"),
         ("relation", "VARCHAR"),
         ("stage", "VARCHAR"),
@@ -447,7 +492,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         INGESTED_POSTS, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
-        LLM_CALLS, SARCASM_DATASET, SARCASM_RESULTS,
+        LLM_CALLS, LLM_BATCHES, LLM_BATCH_ITEMS, SARCASM_DATASET, SARCASM_RESULTS,
         ANNOTATION_TASKS, HUMAN_ANNOTATIONS, ANNOTATION_IMPORTS, LLM_ANNOTATIONS,
         ANNOTATION_AGREEMENT_HUMANS, ANNOTATION_AGREEMENT_JUDGES, ANNOTATION_AGREEMENT_ACCEPT_RATES,
         BENCHMARK_ITEMS, BENCHMARK_RESULTS,

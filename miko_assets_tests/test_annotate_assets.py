@@ -12,6 +12,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from miko_assets.annotate.benchmark import BERTSCORE_F1, BLEU1, BLEU2, ROUGE_L, MiniLMBertScorer
 from miko_assets.annotate.labelstudio import FROM_NAMES
 from miko_assets.annotate.miko_release import read_release
+from miko_assets.annotate.models import intention_text_sha
 from miko_assets.annotate.report import human_agreement_table, human_consensus
 from miko_assets.assets.annotate import (
     annotation_agreement,
@@ -38,12 +40,14 @@ from miko_assets.distill.config import stage_config
 from miko_assets.distill.relations import RELATION_NAMES, RELATIONS_BY_NAME
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.instance import open_instance
+from miko_assets.llm.models import LLMRequest, LLMResponse
 from miko_assets.resources import LLMResource, WarehouseResource
-from miko_assets.stages.annotation import SamplingConfig, read_human_annotations
+from miko_assets.stages.annotation import SamplingConfig, read_human_annotations, read_tasks
 from miko_assets.stages.benchmark import BenchmarkConfig, Generator, benchmark_posts, score_generations
+from miko_assets.stages.common import StageRun, Validator
 from miko_assets.stages.human_annotations import import_file
 from miko_assets.stages.intentions import intention_id
-from miko_assets.stages.judging import JudgeSpec
+from miko_assets.stages.judging import JudgeSpec, judge_tasks
 from miko_assets.warehouse.schema import INTENTIONS
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.paths import SHARED_DATA
@@ -135,6 +139,12 @@ def _labelstudio_export(tasks: list[dict], labels: list[list[str]]) -> list[dict
     return exported
 
 
+def _judge_saying_no(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
+    """A completer whose judge finds every intention implausible."""
+    answer = '{"label": "no", "reason": "fake"}'
+    return [LLMResponse(call_id=f"fake-{i}", status="ok", text=answer) for i in range(len(requests))]
+
+
 def _import_materializations() -> list[dg.AssetMaterialization]:
     with open_instance() as instance:
         records = instance.fetch_materializations(dg.AssetKey("human_annotations"), limit=20, ascending=True).records
@@ -181,9 +191,32 @@ def test_label_studio_round_trip_three_annotators_imported_twice(project: Projec
     assert [t["data"]["intention_id"] for t in stage2] == plausible
     assert ET.fromstring((out / "typicality-config.xml").read_text()).find("Rating").get("maxRating") == "5"
 
+    # the last plausible task is regenerated: its labels are about the old text, so stage 2 leaves
+    # it out and a judge of the new text is not compared with them
+    regenerated = plausible[-1]
+    wh.execute("UPDATE annotation_tasks SET intention = 'PersonX wants anew.' WHERE intention_id = ?", [regenerated])
+    project.cli("annotate", "export", "--stage", "typicality", "--out", str(out))
+    stage2 = json.loads((out / "typicality-tasks.json").read_text())
+    assert [t["data"]["intention_id"] for t in stage2] == plausible[:-1]
+    spec = JudgeSpec.from_env()
+    judged = judge_tasks(
+        read_tasks(wh), {s: StageRun.start(c, None) for s, c in spec.configs.items()},
+        {s: _judge_saying_no for s in spec.configs},
+    )
+    wh.replace_partition("llm_annotations", project.batch, judged)
+    # rows stored before the text sha existed get it when their file is read again
+    wh.execute("UPDATE human_annotations SET intention_text_sha = NULL")
+
     # the asset reads the known files again (nothing new) and the report stores its tables
     result = project.materialize([human_annotations, annotation_agreement])
     assert result.asset_materializations_for_node("human_annotations")[0].metadata["rows_added"].value == 0
+    assert wh.rows("SELECT count(*) FROM human_annotations WHERE intention_text_sha IS NULL") == [(0,)]
+    # judged and compared: the first task (majority yes) and the second (no); the third is tied
+    judge_vs_human = wh.rows(
+        "SELECT n, n_failed, tp, fp, fn, tn FROM annotation_agreement_judges "
+        "WHERE stage = 'plausibility' AND relation = 'ALL'"
+    )
+    assert judge_vs_human == [(2, 0, 0, 0, 1, 1)]
     stored = wh.rows(
         "SELECT fleiss_kappa, krippendorff_alpha FROM annotation_agreement_humans "
         "WHERE stage = 'plausibility' AND relation = 'ALL'"
@@ -237,6 +270,9 @@ def test_embedded_model_judges_a_batch_and_agreement_uses_the_imported_labels(pr
         config = spec.configs[row["stage"]]
         assert (row["provider"], row["model"], row["prompt_version"]) == (config.provider, config.model, config.prompt_version)
         assert row["prompt_sha"] == config.prompt().sha
+    task_texts = wh.rows("SELECT intention_id, intention FROM annotation_tasks")
+    text_sha = {i: intention_text_sha(text) for i, text in task_texts}
+    assert [text_sha[i] for i in judged["intention_id"]] == list(judged["intention_text_sha"])
     said_yes = set(plausibility.loc[plausibility["label"] == "yes", "intention_id"])
     assert set(judged.loc[judged["stage"] == "typicality", "intention_id"]) == said_yes
     calls = set(wh.query("SELECT call_id FROM llm_calls WHERE stage LIKE 'judge_%'")["call_id"])

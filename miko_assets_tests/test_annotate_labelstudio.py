@@ -18,6 +18,7 @@ from miko_assets.annotate.labelstudio import (
     local_files_url,
     plausible_intentions,
 )
+from miko_assets.annotate.models import intention_text_sha
 from miko_assets.annotate.report import (
     human_agreement_table,
     human_consensus,
@@ -214,7 +215,15 @@ def test_three_annotators_imported_twice_are_stored_once(stage1_file: Path):
         "int-C": None,
         "int-D": "yes",
     }
-    assert plausible_intentions(stored) == {"int-A", "int-D"}
+    # each row names the text its annotator saw; stage 2 gets those (id, text) pairs
+    text_of = {item.intention_id: item.intention for item in ITEMS}
+    assert all(
+        r.intention_text_sha == intention_text_sha(text_of[r.intention_id])
+        for r in first.rows
+    )
+    assert plausible_intentions(stored) == {
+        (i, intention_text_sha(text_of[i])) for i in ("int-A", "int-D")
+    }
 
     overall = (
         human_agreement_table(stored)
@@ -306,13 +315,17 @@ def test_unreadable_results_are_skipped_with_reasons():
     no_id = json.loads(json.dumps(tasks[0]))
     no_id["id"] = 2
     del no_id["data"]["intention_id"]
-    imported = import_export(json.dumps([tasks[0], no_id]).encode())
+    no_text = json.loads(json.dumps(tasks[0]))
+    no_text["id"] = 3
+    no_text["data"]["intention"] = " "
+    imported = import_export(json.dumps([tasks[0], no_id, no_text]).encode())
     assert [r.annotator for r in imported.rows] == ["ann@example.org"]
-    assert len(imported.skipped) == 4
+    assert len(imported.skipped) == 5
     assert any("unknown control 'comment'" in s for s in imported.skipped)
     assert any("one choice" in s for s in imported.skipped)
     assert any("'maybe'" in s for s in imported.skipped)
     assert any("no intention_id" in s for s in imported.skipped)
+    assert any("task 3 " in s and "no intention text" in s for s in imported.skipped)
 
 
 def test_other_export_formats_are_refused():

@@ -14,6 +14,7 @@ from miko_assets.annotate.miko_release import (
     release_accept_rates,
     release_annotations,
 )
+from miko_assets.annotate.models import intention_text_sha
 from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
 ORDER = [
@@ -94,6 +95,8 @@ def test_annotation_rows(raw, release):
         row = by_id[f"miko_release:{stem}/{relation}"]
         assert row.post_id == f"miko_release:{stem}"
         assert row.label == ("accept" if first["intention_labels"][i] else "reject")
+        text = first["intentions"][f"Intention {i + 1}"]
+        assert row.intention_text_sha == intention_text_sha(text)
 
     # posts that appear twice keep both label sets, under two annotator names
     repeated = [image for image, n in Counter(r["image"] for r in raw).items() if n > 1]

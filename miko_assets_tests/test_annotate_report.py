@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from miko_assets.annotate.miko_release import read_release, release_annotations
+from miko_assets.annotate.models import intention_text_sha
 from miko_assets.annotate.report import (
     HUMAN_MAJORITY,
     MIKO_PUBLISHED_ACCEPT_RATE,
@@ -24,6 +25,11 @@ RELATION = {
     "i4": "xReact",
     "i5": "xReact",
 }
+
+
+def _sha(intention: str) -> str:
+    """The text sha of the one text every rater of `intention` saw (unless a test says otherwise)."""
+    return intention_text_sha(f"PersonX {intention}  text\n")
 
 
 def _human() -> pd.DataFrame:
@@ -49,6 +55,7 @@ def _human() -> pd.DataFrame:
         rows, columns=["intention_id", "stage", "annotator", "label", "updated_at"]
     )
     df["relation"] = df["intention_id"].map(RELATION)
+    df["intention_text_sha"] = df["intention_id"].map(_sha)
     return df
 
 
@@ -66,6 +73,7 @@ def _judges() -> pd.DataFrame:
     records = [
         {
             "intention_id": i,
+            "intention_text_sha": _sha(i),
             "relation": RELATION[i],
             "stage": stage,
             "label": label,
@@ -147,6 +155,84 @@ def test_accept_rates(report):
     }
 
 
+def _judged(model: str, labels: dict[str, tuple[str, str | None]]) -> pd.DataFrame:
+    """Plausibility verdicts of one judge: intention -> (label, text sha)."""
+    return pd.DataFrame(
+        [
+            {
+                "intention_id": i,
+                "intention_text_sha": sha,
+                "relation": RELATION[i],
+                "stage": "plausibility",
+                "label": label,
+                "judge_model": model,
+                "judge_prompt_version": "v1",
+            }
+            for i, (label, sha) in labels.items()
+        ]
+    )
+
+
+def _judge_table(human: pd.DataFrame, judges: pd.DataFrame) -> pd.DataFrame:
+    return build_agreement_report(human, judges).judge_agreement.set_index(
+        ["stage", "judge_model", "judge_prompt_version", "relation"]
+    )
+
+
+def test_a_judge_is_compared_only_with_humans_who_saw_the_same_text():
+    # i1 was regenerated before the judge ran: its humans said yes to another text
+    rewritten = intention_text_sha("PersonX wants something else entirely")
+    judges = _judged("m3", {"i1": ("no", rewritten), "i2": ("no", _sha("i2"))})
+    table = _judge_table(_human(), judges).loc[("plausibility", "m3", "v1", "ALL")]
+    # only i2 (human majority no) is compared; by id alone i1 would add a false negative
+    counts = table[["n", "n_failed", "tp", "fp", "fn", "tn"]].tolist()
+    assert counts == [1, 0, 0, 0, 0, 1]
+
+
+def test_humans_who_saw_different_texts_rate_different_items():
+    rewritten = intention_text_sha("PersonX wants something else entirely")
+    late = pd.DataFrame(
+        [
+            ("i1", rewritten, "plausibility", "a4", "no", "2025-04-01", "xWant"),
+            # a row stored before the sha existed: its text is unknown
+            ("i2", None, "plausibility", "a5", "yes", "2025-04-01", "xWant"),
+        ],
+        columns=[
+            "intention_id",
+            "intention_text_sha",
+            "stage",
+            "annotator",
+            "label",
+            "updated_at",
+            "relation",
+        ],
+    )
+    human = pd.concat([_human(), late], ignore_index=True)
+    consensus = human_consensus(human, "plausibility").set_index(
+        ["intention_id", "intention_text_sha"]
+    )
+    rated = consensus[["n_ratings", "consensus"]]
+    assert rated.loc[("i1", _sha("i1"))].tolist() == [3, "yes"]
+    assert rated.loc[("i1", rewritten)].tolist() == [1, "no"]
+    assert rated.loc[("i2", _sha("i2"))].tolist() == [3, "no"]
+    before = build_agreement_report(_human(), _judges()).human_agreement
+    after = build_agreement_report(human, _judges()).human_agreement
+    pd.testing.assert_frame_equal(
+        before.drop(columns="n_annotators"), after.drop(columns="n_annotators")
+    )
+    # the judges compared with i1's original text are not compared with the rewritten one
+    pd.testing.assert_frame_equal(
+        _judge_table(_human(), _judges()), _judge_table(human, _judges())
+    )
+
+
+def test_judge_rows_without_a_text_sha_are_left_out():
+    judges = _judged("m4", {"i1": ("yes", None), "i3": ("no", float("nan"))})
+    report = build_agreement_report(_human(), judges)
+    assert report.judge_agreement.empty
+    assert "judge m4 / v1" not in set(report.accept_rates["rater"])
+
+
 def test_release_labels_in_the_report():
     release = read_release(RELEASE)
     rows = pd.DataFrame(
@@ -155,6 +241,7 @@ def test_release_labels_in_the_report():
     empty_judges = pd.DataFrame(
         columns=[
             "intention_id",
+            "intention_text_sha",
             "relation",
             "stage",
             "label",

@@ -24,6 +24,7 @@ from miko_assets.annotate.models import (
     HumanAnnotation,
     Stage,
     annotation_key,
+    intention_text_sha,
     normalize_label,
 )
 from miko_assets.annotate.report import human_consensus
@@ -133,11 +134,12 @@ def import_export(
     """Flat annotation rows from a Label Studio JSON export (path or raw bytes).
 
     Cancelled (skipped) annotations are counted, not imported. A result that cannot be
-    read (unknown control, several or unknown choices, no intention_id in the task) is
-    left out with a reason in `skipped`. Rows carry a key that does not depend on the
-    file, so importing the same annotation again, from this export or a later one, can
-    be de-duplicated by the caller; an annotation revised in Label Studio gets a new key
-    and the report counts each annotator's latest row.
+    read (unknown control, several or unknown choices, no intention_id or intention text
+    in the task) is left out with a reason in `skipped`. Each row carries the sha of the
+    task's intention text, the text the annotator saw. Rows carry a key that does not
+    depend on the file, so importing the same annotation again, from this export or a
+    later one, can be de-duplicated by the caller; an annotation revised in Label Studio
+    gets a new key and the report counts each annotator's latest row.
     """
     if isinstance(source, bytes):
         raw, name = source, source_name or "<bytes>"
@@ -159,6 +161,7 @@ def import_export(
     for task in tasks:
         data = task["data"]
         intention_id = data.get("intention_id")
+        text = data.get("intention")
         for annotation in task.get("annotations") or []:
             annotations += 1
             if annotation.get("was_cancelled"):
@@ -167,6 +170,9 @@ def import_export(
             where = f"task {task.get('id')} annotation {annotation.get('id')}"
             if not intention_id:
                 skipped.append(f"{where}: task data has no intention_id")
+                continue
+            if not isinstance(text, str) or not text.strip():
+                skipped.append(f"{where}: task data has no intention text")
                 continue
             annotator = _annotator(annotation.get("completed_by"))
             for result in annotation.get("result") or []:
@@ -193,6 +199,7 @@ def import_export(
                             label,
                         ),
                         intention_id=str(intention_id),
+                        intention_text_sha=intention_text_sha(text),
                         post_id=data.get("post_id"),
                         relation=str(data.get("relation", "")),
                         stage=stage,
@@ -242,7 +249,9 @@ def _read_result(result: dict[str, Any]) -> tuple[Stage, str] | str:
     return stage, label
 
 
-def plausible_intentions(human: pd.DataFrame) -> set[str]:
-    """Intention ids whose stage-1 human majority is "yes": the tasks for the stage-2 project."""
+def plausible_intentions(human: pd.DataFrame) -> set[tuple[str, str]]:
+    """(intention id, text sha) pairs whose stage-1 human majority is "yes": the stage-2 tasks
+    are those whose current text is the one found plausible."""
     consensus = human_consensus(human, "plausibility")
-    return set(consensus.loc[consensus["consensus"] == "yes", "intention_id"])
+    plausible = consensus[consensus["consensus"] == "yes"]
+    return set(zip(plausible["intention_id"], plausible["intention_text_sha"]))

@@ -22,7 +22,11 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from miko_assets.annotate.models import HumanAnnotation, annotation_key
+from miko_assets.annotate.models import (
+    HumanAnnotation,
+    annotation_key,
+    intention_text_sha,
+)
 from miko_assets.distill.relations import RELATION_NAMES
 
 RELEASE_ANNOTATOR = "miko-release"
@@ -110,7 +114,8 @@ def read_release(path: str | Path, source_name: str | None = None) -> ReleaseLab
 def release_annotations(
     release: ReleaseLabels, intention_id_for: Callable[[str, str], str]
 ) -> list[HumanAnnotation]:
-    """Plausibility annotation rows (label accept / reject), keyed by the project's intention ids."""
+    """Plausibility annotation rows (label accept / reject), keyed by the project's intention ids
+    and the sha of the release's text, so they only meet annotations of that same text."""
     rows = []
     for item in release.intentions:
         intention_id = intention_id_for(item.post_id, item.relation)
@@ -120,6 +125,7 @@ def release_annotations(
                     RELEASE_DATASET, intention_id, "plausibility", item.annotator
                 ),
                 intention_id=intention_id,
+                intention_text_sha=intention_text_sha(item.intention),
                 post_id=item.post_id,
                 relation=item.relation,
                 stage="plausibility",

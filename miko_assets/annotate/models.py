@@ -64,13 +64,15 @@ class HumanAnnotation(BaseModel):
     """One person's (or one released label set's) judgement of one intention at one stage.
 
     `annotation_key` is stable across imports of the same judgement, so a caller can drop
-    rows it already holds; `source_sha256` names the file the row came from.
+    rows it already holds; `source_sha256` names the file the row came from;
+    `intention_text_sha` names the text judged (an intention id outlives regenerations).
     """
 
     model_config = ConfigDict(frozen=True)
 
     annotation_key: str
     intention_id: str
+    intention_text_sha: str
     post_id: str | None
     relation: str
     stage: Stage
@@ -80,6 +82,11 @@ class HumanAnnotation(BaseModel):
     source: str
     source_sha256: str
     updated_at: str | None = None
+
+
+def intention_text_sha(text: str) -> str:
+    """sha256 of an intention's whitespace-normalised text: which text an annotation is about."""
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
 def annotation_key(*parts: object) -> str:

@@ -1,10 +1,16 @@
 """Agreement report: humans among themselves, LLM judges against the human consensus.
 
 Inputs are DataFrames as read from the warehouse.
-- human rows: intention_id, relation, stage, annotator, label (optional updated_at); when an
-  annotator judged an intention twice, the latest row (by updated_at) counts.
-- judge rows: intention_id, relation, stage, label (None or NaN for a failed judgement),
-  judge_model, judge_prompt_version.
+- human rows: intention_id, intention_text_sha, relation, stage, annotator, label (optional
+  updated_at); when an annotator judged an intention twice, the latest row (by updated_at) counts.
+- judge rows: intention_id, intention_text_sha, relation, stage, label (None or NaN for a
+  failed judgement), judge_model, judge_prompt_version.
+
+An intention id outlives regenerations of its text, so the item annotations agree or disagree
+on is an (intention_id, intention_text_sha) pair: a human label and a judge verdict (or two
+humans' labels) are compared only when they are about the same text. Rows without a sha
+(stored before the column existed) are left out of every table, since their text is unknown;
+re-importing a human file fills the sha in, judge rows get it when the judges run again.
 
 Judge-vs-human scores are binary: for plausibility "yes" is the positive class (a judge's
 "unsure" counts as not plausible; intentions whose human consensus is "unsure" or tied
@@ -40,7 +46,8 @@ from miko_assets.distill.relations import RELATION_NAMES
 MIKO_PUBLISHED_ACCEPT_RATE = 0.762
 ALL = "ALL"
 HUMAN_MAJORITY = "human majority"
-_KEY = ["intention_id", "stage", "annotator"]
+_ITEM = ["intention_id", "intention_text_sha"]
+_KEY = [*_ITEM, "stage", "annotator"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,9 @@ class AgreementReport:
 
 
 def latest_human_labels(human: pd.DataFrame) -> pd.DataFrame:
-    """One canonical label per (intention, stage, annotator); off-scale labels dropped."""
-    df = human.copy()
+    """One canonical label per (intention, text, stage, annotator); off-scale labels and
+    rows without a text sha dropped."""
+    df = human.dropna(subset=["intention_text_sha"]).copy()
     if "updated_at" in df:
         df = df.sort_values("updated_at", kind="stable", na_position="first")
     df = df.drop_duplicates(_KEY, keep="last")
@@ -63,21 +71,20 @@ def latest_human_labels(human: pd.DataFrame) -> pd.DataFrame:
 
 
 def human_consensus(human: pd.DataFrame, stage: Stage) -> pd.DataFrame:
-    """Per intention: relation, number of ratings and the consensus label (None if none)."""
+    """Per intention text: relation, number of ratings and the consensus label (None if none)."""
     labels = latest_human_labels(human)
     labels = labels[labels["stage"] == stage]
     rows = [
         {
             "intention_id": intention_id,
+            "intention_text_sha": text_sha,
             "relation": group["relation"].iloc[0],
             "n_ratings": len(group),
             "consensus": consensus_label(stage, group["label"]),
         }
-        for intention_id, group in labels.groupby("intention_id", sort=True)
+        for (intention_id, text_sha), group in labels.groupby(_ITEM, sort=True)
     ]
-    return pd.DataFrame(
-        rows, columns=["intention_id", "relation", "n_ratings", "consensus"]
-    )
+    return pd.DataFrame(rows, columns=[*_ITEM, "relation", "n_ratings", "consensus"])
 
 
 def _with_all(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -92,8 +99,8 @@ def _with_all(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def human_agreement_table(human: pd.DataFrame) -> pd.DataFrame:
     """Fleiss' kappa and Krippendorff's alpha among humans per stage and relation.
 
-    Only intentions with at least two ratings count. Alpha is nominal for plausibility and
-    ordinal for typicality; NaN where a coefficient is undefined.
+    Only intention texts with at least two ratings count. Alpha is nominal for plausibility
+    and ordinal for typicality; NaN where a coefficient is undefined.
     """
     labels = latest_human_labels(human)
     rows = []
@@ -102,13 +109,14 @@ def human_agreement_table(human: pd.DataFrame) -> pd.DataFrame:
         if staged.empty:
             continue
         for relation, part in _with_all(staged):
-            per_item = part.groupby("intention_id")["label"].apply(list)
+            per_item = part.groupby(_ITEM)["label"].apply(list)
             per_item = per_item[per_item.map(len) >= 2]
             if per_item.empty:
                 kappa = alpha = math.nan
             else:
                 kappa = fleiss_kappa(counts_matrix(per_item, STAGE_LABELS[stage]))
-                alpha = _alpha(part[part["intention_id"].isin(per_item.index)], stage)
+                rated = pd.MultiIndex.from_frame(part[_ITEM]).isin(per_item.index)
+                alpha = _alpha(part[rated], stage)
             rows.append(
                 {
                     "stage": stage,
@@ -137,7 +145,7 @@ def human_agreement_table(human: pd.DataFrame) -> pd.DataFrame:
 
 
 def _alpha(part: pd.DataFrame, stage: Stage) -> float:
-    matrix = part.pivot(index="annotator", columns="intention_id", values="label")
+    matrix = part.pivot(index="annotator", columns=_ITEM, values="label")
     if stage == "plausibility":
         return krippendorff_alpha(
             matrix.astype(object).where(matrix.notna(), None).values
@@ -154,8 +162,10 @@ def _positive(stage: Stage, label: str | None, typical_threshold: int) -> bool |
 
 
 def _judge_labels(judges: pd.DataFrame) -> pd.DataFrame:
-    df = judges.drop_duplicates(
-        ["intention_id", "stage", "judge_model", "judge_prompt_version"], keep="last"
+    """One label per (intention, text, stage, judge); rows without a text sha dropped."""
+    df = judges.dropna(subset=["intention_text_sha"])
+    df = df.drop_duplicates(
+        [*_ITEM, "stage", "judge_model", "judge_prompt_version"], keep="last"
     ).copy()
     df["label"] = [
         None if _missing(lab) else normalize_label(s, lab)
@@ -192,8 +202,8 @@ def judge_agreement_table(
 ) -> pd.DataFrame:
     """Each judge (model, prompt version) against the human consensus, per stage and relation.
 
-    `n` counts intentions with a human reference and a judge label; `n_failed` those with a
-    reference whose judgement failed (no label).
+    `n` counts intention texts with a human reference and a judge label of that same text;
+    `n_failed` those with a reference whose judgement failed (no label).
     """
     rows = []
     judged = _judge_labels(judges)
@@ -202,16 +212,12 @@ def judge_agreement_table(
         reference["truth"] = [
             _positive(stage, c, typical_threshold) for c in reference["consensus"]
         ]
-        reference = reference.dropna(subset=["truth"])[
-            ["intention_id", "relation", "truth"]
-        ]
+        reference = reference.dropna(subset=["truth"])[[*_ITEM, "relation", "truth"]]
         staged = judged[judged["stage"] == stage]
         for (model, version), runs in staged.groupby(
             ["judge_model", "judge_prompt_version"]
         ):
-            merged = reference.merge(
-                runs[["intention_id", "label"]], on="intention_id", how="inner"
-            )
+            merged = reference.merge(runs[[*_ITEM, "label"]], on=_ITEM, how="inner")
             for relation, part in _with_all(merged):
                 ok = part[part["label"].notna()]
                 scores = binary_scores(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from miko_assets.annotate.labelstudio import AnnotationItem, build_tasks, labeling_config, local_files_url, plausible_intentions
-from miko_assets.annotate.models import Stage
+from miko_assets.annotate.models import Stage, intention_text_sha
 from miko_assets.annotate.report import AgreementReport
 from miko_assets.annotate.sampling import sample_for_annotation
 from miko_assets.stages.key_info import usable_captions
@@ -105,7 +105,7 @@ def read_human_annotations(warehouse: Warehouse) -> pd.DataFrame:
 def read_judge_annotations(warehouse: Warehouse) -> pd.DataFrame:
     """Current LLM judgements in the report's shape; a failed judgement has no label."""
     return warehouse.query(
-        "SELECT intention_id, relation, stage, CASE WHEN status = 'ok' THEN label END AS label, "
+        "SELECT intention_id, intention_text_sha, relation, stage, CASE WHEN status = 'ok' THEN label END AS label, "
         "provider || '/' || model AS judge_model, prompt_version AS judge_prompt_version "
         "FROM llm_annotations ORDER BY batch, intention_id, stage"
     )
@@ -115,11 +115,14 @@ def export_items(
     warehouse: Warehouse, stage: Stage, batches: Sequence[str] = (), image_root: Path | None = None
 ) -> list[AnnotationItem]:
     """The tasks to annotate at `stage`: all sampled ones for plausibility; for typicality only
-    those the human majority judged plausible. A local image becomes a Label Studio local-files
-    URL when `image_root` (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) is given, else is left out."""
+    those whose current text the human majority judged plausible. A local image becomes a Label
+    Studio local-files URL when `image_root` (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) is given,
+    else is left out."""
     tasks = read_tasks(warehouse, batches)
     if stage == "typicality":
-        tasks = tasks[tasks["intention_id"].isin(plausible_intentions(read_human_annotations(warehouse)))]
+        plausible = plausible_intentions(read_human_annotations(warehouse))
+        keys = zip(tasks["intention_id"], tasks["intention"].map(intention_text_sha))
+        tasks = tasks[pd.Series([k in plausible for k in keys], index=tasks.index, dtype=bool)]
     return [
         AnnotationItem(
             intention_id=task["intention_id"],

@@ -1,7 +1,8 @@
 """Storing human annotations: Label Studio exports and MIKO's released labels, each import logged.
 
-A row is stored once per annotation key, so importing a file again adds nothing. Every import
-is recorded in `annotation_imports` with the file's path and sha256, which is also how the
+A row is stored once per annotation key, so importing a file again adds nothing (it only fills
+`intention_text_sha` into rows stored before that column existed). Every import is recorded
+in `annotation_imports` with the file's path and sha256, which is also how the
 `human_annotations` asset finds the files to read again.
 """
 
@@ -79,6 +80,12 @@ def import_file(warehouse: Warehouse, kind: ImportKind, path: str | Path, run_id
             before = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0]
             con.register("incoming_annotations", frame)
             con.execute("INSERT OR IGNORE INTO human_annotations BY NAME SELECT * FROM incoming_annotations")
+            con.execute(
+                "UPDATE human_annotations SET intention_text_sha = incoming.intention_text_sha "
+                "FROM incoming_annotations AS incoming "
+                "WHERE human_annotations.annotation_key = incoming.annotation_key "
+                "AND human_annotations.intention_text_sha IS NULL"
+            )
             con.unregister("incoming_annotations")
             added = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0] - before
             con.execute(

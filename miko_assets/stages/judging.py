@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from miko_assets.annotate.judges import JUDGE_SCHEMAS, JudgeResult, parse_judge_answer
-from miko_assets.annotate.models import STAGES, Stage
+from miko_assets.annotate.models import STAGES, Stage, intention_text_sha
 from miko_assets.distill.caption import NO_CAPTION
 from miko_assets.distill.config import StageConfig, build_request, code_version, stage_config
 from miko_assets.stages.common import Completer, StageRun, content_hash, present, response_failure
@@ -49,7 +49,7 @@ def judge_validator(stage: Stage) -> Callable[[str], JudgeResult]:
 
 
 def judge_rows(tasks: pd.DataFrame, stage: Stage, run: StageRun, complete: Completer) -> pd.DataFrame:
-    """One row per task: the judge's label and reason, or `failed` with the reason."""
+    """One row per task: the judge's label and reason, or `failed` with the reason, and the sha of the text judged."""
     records = tasks.to_dict("records")
     fields = [
         {
@@ -73,6 +73,7 @@ def judge_rows(tasks: pd.DataFrame, stage: Stage, run: StageRun, complete: Compl
         rows.append({
             "batch": task["batch"],
             "intention_id": task["intention_id"],
+            "intention_text_sha": intention_text_sha(task["intention"]),
             "post_id": task["post_id"],
             "relation": task["relation"],
             "stage": stage,

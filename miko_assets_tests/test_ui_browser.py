@@ -15,6 +15,12 @@ from miko_assets_tests.dagster_dev import REPO, dagster_dev, prepare_workdir, pr
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = REPO / "artifacts"
 BATCH = "sample-sample-0000"
+GROUPS = ("ingest", "distill", "knowledge_base", "annotate", "sarcasm")
+ASSETS = (
+    "posts", "captions", "key_info", "intentions", "prompt_registry", "knowledge_base", "annotation_tasks",
+    "llm_annotations", "human_annotations", "annotation_agreement", "intention_benchmark",
+    "sarcasm_dataset", "sarcasm_student",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +52,18 @@ def test_asset_graph_and_posts_materialization_in_browser(tmp_path: Path) -> Non
         skip = page.get_by_role("button", name="Skip")
         if skip.count():
             skip.click()
-        for asset in ("posts",):
-            expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
+        for group in GROUPS:
+            expect(page.get_by_text(group, exact=True).first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "ui_asset_graph.png"))
+
+        page.goto(f"{ui.url}/locations/miko_assets/asset-groups/distill", wait_until="networkidle")
+        for asset in ("captions", "key_info", "intentions"):
+            expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui_distill_group.png"))
+
+        page.goto(f"{ui.url}/assets", wait_until="networkidle")
+        for asset in ASSETS:
+            expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
 
         # Launch the partition through the UI's own GraphQL endpoint, then watch the run page.
         run_id = ui.launch("distill_job", BATCH, ["posts"])

@@ -75,3 +75,8 @@ def test_asset_graph_and_posts_materialization_in_browser(tmp_path: Path) -> Non
 
     rows = Warehouse(tmp_path / "warehouse.duckdb").rows("SELECT count(*) FROM posts WHERE batch = ?", [BATCH])
     assert rows[0][0] == 12
+
+    # Run history survives a restart of `dagster dev` (it lives in .dagster_home/, not a temp folder).
+    with dagster_dev(tmp_path, env) as ui:
+        runs = ui.graphql('{ runsOrError { ... on Runs { results { runId status } } } }')["runsOrError"]["results"]
+        assert {"runId": run_id, "status": "SUCCESS"} in runs

@@ -4,6 +4,8 @@ MIKO_LLM_CONCURRENCY          calls in flight per provider (default 16)
 MIKO_<PROVIDER>_CONCURRENCY   the same for one provider (`local` defaults to 1: one model)
 MIKO_<PROVIDER>_RPM / _TPM    requests / tokens per minute for one provider (default: none)
 MIKO_LLM_TIMEOUT_S            per-attempt timeout (default 60)
+MIKO_<PROVIDER>_TIMEOUT_S     the same for one provider (`local` defaults to 600: a small CPU
+                              model writes a few hundred tokens in minutes when cores are busy)
 MIKO_LLM_MAX_ATTEMPTS         attempts per call, retries included (default 5)
 MIKO_MAX_SPEND_USD            maximum spend per Dagster run (default: none)
 """
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_LIMIT_VAR = re.compile(r"^MIKO_([A-Z0-9]+)_(CONCURRENCY|RPM|TPM)$")
+_LIMIT_VAR = re.compile(r"^MIKO_([A-Z0-9]+)_(CONCURRENCY|RPM|TPM|TIMEOUT_S)$")
 
 
 class ProviderLimits(BaseModel):
@@ -27,11 +29,13 @@ class ProviderLimits(BaseModel):
     concurrency: int | None = Field(default=None, ge=1)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 # One embedded model answers one call at a time: more workers would only queue on it (and
-# spend their timeouts waiting).
-DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=1)}
+# spend their timeouts waiting). Its generation is deterministic work on the CPU, so a short
+# timeout only makes retries repeat the same work.
+DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=1, timeout_s=600.0)}
 
 
 class RunnerConfig(BaseModel):
@@ -60,6 +64,9 @@ class RunnerConfig(BaseModel):
 
     def concurrency_for(self, provider: str) -> int:
         return self.limits_for(provider).concurrency or self.concurrency
+
+    def timeout_for(self, provider: str) -> float:
+        return self.limits_for(provider).timeout_s or self.timeout_s
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RunnerConfig:

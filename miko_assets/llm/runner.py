@@ -435,16 +435,15 @@ class _Batch:
                 self.tally.attempts += 1
                 await limiter.acquire(prompt_tokens + request.params.max_tokens)
                 sent = time.perf_counter()
+                timeout_s = self.config.timeout_for(request.provider)
                 try:
-                    async with asyncio.timeout(self.config.timeout_s + _TIMEOUT_GRACE_S):
-                        reply = await provider.send(request, self.config.timeout_s)
+                    async with asyncio.timeout(timeout_s + _TIMEOUT_GRACE_S):
+                        reply = await provider.send(request, timeout_s)
                     break
                 except ProviderError as exc:
                     error = exc
                 except TimeoutError:
-                    error = ProviderError(
-                        "timeout", f"no answer within {self.config.timeout_s:g}s", retryable=True
-                    )
+                    error = ProviderError("timeout", f"no answer within {timeout_s:g}s", retryable=True)
                 except Exception as exc:  # noqa: BLE001  (a provider bug is this request's failure)
                     error = ProviderError("provider_error", f"{type(exc).__name__}: {exc}")
                 delay, reason = self._retry_delay(error, attempts)

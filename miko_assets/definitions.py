@@ -38,4 +38,9 @@ defs = dg.Definitions(
     sensors=[llm_batch_collector],
     jobs=[ingest_job, annotation_job, evaluation_job, distill_job, knowledge_base_job, lineage_job, sarcasm_student_job],
     resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
+    # One process per run, not per step: a partition run has 4 assets and 3 checks, and each step
+    # process would load the code location again (~6 s CPU). Measured by benchmarks/rehearsal.py,
+    # that cost 5 minutes of orchestration per partition on 2 cores with 4 runs at once. Pools
+    # ("llm") still limit the steps; a crashed run worker is retried by run_retries.
+    executor=dg.in_process_executor,
 )

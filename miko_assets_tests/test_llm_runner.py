@@ -348,8 +348,6 @@ def test_connection_errors_are_retried_then_recorded(kind: str) -> None:
 
 
 def test_timeouts_per_provider_with_a_long_default_for_the_embedded_model() -> None:
-    from miko_assets.llm.config import RunnerConfig
-
     defaults = RunnerConfig.from_env({})
     assert (defaults.timeout_for("local"), defaults.timeout_for("openai")) == (600.0, 60.0)
     tuned = RunnerConfig.from_env({"MIKO_LOCAL_TIMEOUT_S": "30", "MIKO_LLM_TIMEOUT_S": "20", "MIKO_LOCAL_CONCURRENCY": "2"})

@@ -42,6 +42,26 @@ _KB_ROWS_SQL = """
     ORDER BY i.batch, i.post_id, i.relation_index
 """
 
+# The JSONL and TSV files are copied from the Parquet file, in its order. The JSON lines match
+# pandas' `to_json(orient="records", lines=True, date_format="iso")`: ISO times to the millisecond.
+_EXPORT_SQL = {
+    "parquet": f"COPY ({_KB_ROWS_SQL}) TO $parquet (FORMAT parquet)",
+    "jsonl": """
+        COPY (SELECT * REPLACE (strftime(created_at, '%Y-%m-%dT%H:%M:%S.%g') AS created_at) FROM read_parquet($parquet))
+        TO $jsonl (FORMAT json)
+    """,
+    # Tabs and line breaks in head and tail become spaces, so every triple is one line; an empty
+    # text is written as an empty field (DuckDB would write "" to tell it from NULL).
+    "tsv": r"""
+        COPY (
+            SELECT nullif(regexp_replace(head, '[\t\n\r]', ' ', 'g'), '') AS head, relation,
+                   nullif(regexp_replace(tail, '[\t\n\r]', ' ', 'g'), '') AS tail
+            FROM read_parquet($parquet)
+        ) TO $tsv (FORMAT csv, DELIMITER '\t', HEADER false)
+    """,
+}
+_GENERATOR_COLUMNS_SQL = "SELECT provider, model, prompt_name, prompt_version, prompt_sha FROM read_parquet(?)"
+
 
 def relation_statistics(warehouse: Warehouse) -> pd.DataFrame:
     """Per relation, in MIKO's order: intentions, mean length, distinct tails, prefix adherence, failures."""
@@ -80,23 +100,24 @@ def plot_statistics(stats: pd.DataFrame) -> bytes:
 
 
 def export_knowledge_base(warehouse: Warehouse, out_dir: Path) -> dict[str, Path]:
-    """Write the KB as Parquet, JSONL and ATOMIC-style TSV (head, relation, tail) plus a data card."""
+    """Write the KB as Parquet, JSONL and ATOMIC-style TSV (head, relation, tail) plus a data card.
+
+    DuckDB writes the files, so the rows never pass through pandas (only the generator columns
+    do, for the data card): seconds at the paper's scale, where pandas took about 40 s.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = warehouse.query(_KB_ROWS_SQL)
     paths = {
         "parquet": out_dir / "intentions.parquet",
         "jsonl": out_dir / "intentions.jsonl",
         "tsv": out_dir / "intentions_atomic.tsv",
         "card": out_dir / "DATA_CARD.md",
     }
-    rows.to_parquet(paths["parquet"], index=False)
-    rows.to_json(paths["jsonl"], orient="records", lines=True, force_ascii=False, date_format="iso")
-    atomic = rows[["head", "relation", "tail"]].assign(
-        head=rows["head"].str.replace(r"[\t\n]", " ", regex=True),
-        tail=rows["tail"].str.replace(r"[\t\n]", " ", regex=True),
-    )
-    atomic.to_csv(paths["tsv"], sep="\t", index=False, header=False)
-    paths["card"].write_text(data_card(overall_statistics(warehouse), relation_statistics(warehouse), rows))
+    warehouse.ensure_schema()
+    with warehouse.connect() as con:
+        for kind, sql in _EXPORT_SQL.items():  # the Parquet first: the others read it
+            con.execute(sql, {"parquet": str(paths["parquet"]), kind: str(paths[kind])})
+        generators = con.execute(_GENERATOR_COLUMNS_SQL, [str(paths["parquet"])]).df()
+    paths["card"].write_text(data_card(overall_statistics(warehouse), relation_statistics(warehouse), generators))
     return paths
 
 

@@ -1,9 +1,15 @@
-"""How was this intention produced? The whole chain for one intention id, from one connection."""
+"""How was this intention produced? The whole chain for one intention id, from one connection.
+
+Every query is an equality on an indexed column (intention_id, post_id, call_id, prompt_sha),
+so DuckDB answers it from its ART index; rows are then picked in Python. A conjunction, an
+ORDER BY ... LIMIT or a filter on an unindexed id column would scan the table instead.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -16,7 +22,6 @@ _VERSIONS_SQL = """
     SELECT *, 'current' AS version_state FROM intentions WHERE intention_id = ?
     UNION ALL BY NAME
     SELECT *, 'history' AS version_state FROM intentions_history WHERE intention_id = ?
-    ORDER BY version_state, created_at DESC
 """
 
 
@@ -28,13 +33,15 @@ def intention_card(warehouse: Warehouse, intention_id: str, dagster_url: str | N
     """The intention (current version, or the latest historical one), its inputs, its call and its other versions."""
     warehouse.ensure_schema()
     with warehouse.connect() as con:
-        versions = _records(con, _VERSIONS_SQL, [intention_id, intention_id])
+        versions = _newest_first(_records(con, _VERSIONS_SQL, [intention_id, intention_id]))
         if not versions:
             raise UnknownIntention(f"no intention with id {intention_id!r}")
+        versions.sort(key=lambda v: v["version_state"])  # current first; stable, so newest first within
         chosen = versions[0]
-        post = _one(con, "SELECT * FROM posts WHERE post_id = ? ORDER BY created_at DESC LIMIT 1", [chosen["post_id"]])
-        caption = _versioned(con, "captions", "caption_id", chosen["caption_id"])
-        key_info = _versioned(con, "key_info", "key_info_id", chosen["key_info_id"])
+        posts = _newest_first(_records(con, "SELECT * FROM posts WHERE post_id = ?", [chosen["post_id"]]))
+        post = posts[0] if posts else None
+        caption = _versioned(con, "captions", chosen["post_id"], "caption_id", chosen["caption_id"])
+        key_info = _versioned(con, "key_info", chosen["post_id"], "key_info_id", chosen["key_info_id"])
         call = _one(con, "SELECT * FROM llm_calls WHERE call_id = ?", [chosen["llm_call_id"]])
         prompt = _one(con, "SELECT * FROM prompt_registry WHERE prompt_sha = ?", [chosen["prompt_sha"]])
     url = (dagster_url or os.environ.get("MIKO_DAGSTER_URL") or DEFAULT_DAGSTER_URL).rstrip("/")
@@ -103,14 +110,22 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _versioned(con: duckdb.DuckDBPyConnection, table: str, key: str, value: Any) -> dict[str, Any] | None:
+def _versioned(con: duckdb.DuckDBPyConnection, table: str, post_id: str, key: str, value: Any) -> dict[str, Any] | None:
+    """The row of `table` (current, else history) whose `key` is `value`, found through its post."""
     if value is None:
         return None
-    return _one(
+    rows = _records(
         con,
-        f"SELECT * FROM {table} WHERE {key} = ? UNION ALL BY NAME SELECT * FROM {table}_history WHERE {key} = ? LIMIT 1",
-        [value, value],
+        f"SELECT * FROM {table} WHERE post_id = ? UNION ALL BY NAME SELECT * FROM {table}_history WHERE post_id = ?",
+        [post_id, post_id],
     )
+    matches = [r for r in rows if r[key] == value]
+    return min(matches, key=lambda r: r.get("superseded_at") is not None, default=None)
+
+
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sorted by created_at, newest first, rows without one last (as SQL's ORDER BY ... DESC)."""
+    return sorted(rows, key=lambda r: r["created_at"] or datetime.min, reverse=True)
 
 
 def _records(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:

@@ -498,9 +498,3 @@ TABLES: dict[str, Table] = {
         BENCHMARK_ITEMS, BENCHMARK_RESULTS,
     )
 }
-
-
-def register(table: Table) -> Table:
-    """Declare a table from a stage module; returns it for use as a constant."""
-    TABLES[table.name] = table
-    return table

@@ -175,7 +175,8 @@ INTENTIONS = Table(
     )
     + LINEAGE_COLUMNS,
     keeps_history=True,
-    indexes=(("batch",), ("intention_id",), ("post_id",)),
+    # Only the id: partitions are read by zone maps, and every index costs time at each write.
+    indexes=(("intention_id",),),
 )
 
 # One row per LLM call, keyed by the request's content address. Only `ok` rows are cache hits;

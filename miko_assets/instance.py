@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,3 +20,26 @@ def open_instance() -> dg.DagsterInstance:
     home.mkdir(exist_ok=True)
     config_dir = cwd if (cwd / "dagster.yaml").exists() else home
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(config_dir)))
+
+
+LOST_RUN_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def daemon_heartbeat_age_s(instance: dg.DagsterInstance) -> float | None:
+    """Seconds since the newest Dagster daemon heartbeat, or None if no daemon ever ran."""
+    beats = instance.get_daemon_heartbeats().values()
+    return time.time() - max(b.timestamp for b in beats) if beats else None
+
+
+def fail_lost_runs(instance: dg.DagsterInstance, reason: str) -> list[str]:
+    """Mark the runs left STARTING, STARTED or CANCELING as failed; returns their ids.
+
+    The default run launcher has no worker health check, so runs whose workers died with
+    `dagster dev` (or the machine) stay "started" for ever and hold their pool slots. Once
+    failed, run retries (dagster.yaml) re-execute them from the failed steps and run monitoring
+    frees their slots. Call it only while no run worker is alive.
+    """
+    lost = instance.get_runs(dg.RunsFilter(statuses=LOST_RUN_STATUSES))
+    for run in lost:
+        instance.report_run_failed(run, reason)
+    return [run.run_id for run in lost]

@@ -1,4 +1,5 @@
-"""`miko stale`, `miko lineage`, `miko export` and `miko retry-failed`: inspect and repair what the pipeline made."""
+"""`miko stale`, `miko lineage`, `miko export`, `miko retry-failed` and `miko fail-lost-runs`: inspect and
+repair what the pipeline made."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     retry.add_argument("--dry-run", action="store_true", help="list them, run nothing")
     retry.set_defaults(run=_retry_failed)
+
+    lost = commands.add_parser(
+        "fail-lost-runs",
+        help="after `dagster dev` or the machine died: mark its interrupted runs failed, so run retries resume them",
+    )
+    lost.add_argument("--force", action="store_true", help="even if a Dagster daemon seems to be running")
+    lost.set_defaults(run=_fail_lost_runs)
 
 
 def _stale(args: argparse.Namespace) -> int:
@@ -95,3 +103,21 @@ def _retry_failed(args: argparse.Namespace) -> int:
     remaining = failed_partitions(warehouse)
     print(f"failed rows left: {sum(sum(v.values()) for v in remaining.values())}")
     return 0 if ok else 1
+
+
+# A live daemon beats every few seconds; a minute of silence means `dagster dev` is down.
+DAEMON_SILENCE_S = 60.0
+
+
+def _fail_lost_runs(args: argparse.Namespace) -> int:
+    from miko_assets.instance import daemon_heartbeat_age_s, fail_lost_runs, open_instance
+
+    with open_instance() as instance:
+        age = daemon_heartbeat_age_s(instance)
+        if age is not None and age < DAEMON_SILENCE_S and not args.force:
+            raise ValueError(f"a Dagster daemon beat {age:.0f}s ago: stop `dagster dev` first (or pass --force)")
+        lost = fail_lost_runs(instance, "its run worker was lost (marked failed by `miko fail-lost-runs`)")
+    for run_id in lost:
+        print(f"marked failed: {run_id}")
+    print(f"{len(lost)} lost runs marked failed; start `dagster dev` and run retries resume them")
+    return 0

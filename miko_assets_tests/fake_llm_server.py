@@ -90,7 +90,7 @@ class FakeLLMServer:
         self.requests += 1
         self.last_body = body
         first_user = next((m for m in body.get("messages", []) if m.get("role") == "user"), None)
-        text = _text_of(first_user["content"]) if first_user else ""
+        text = text_of(first_user["content"]) if first_user else ""
         match = _SCRIPT.search(text) if "script=" in text else None
         if not match:
             return "ok"
@@ -116,14 +116,14 @@ class FakeLLMServer:
         return self._openai_reply(body, step, request.headers.get("Authorization", ""))
 
     def _openai_reply(self, body: dict[str, Any], step: str, credential: str) -> web.Response:
-        error = _error_for(step, credential, openai=True)
+        error = error_for(step, credential, openai=True)
         if error is not None:
             return error
         if step == "malformed":
             return web.Response(
                 text='{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json"
             )
-        prompt_tokens = _prompt_tokens(body)
+        n_prompt = prompt_tokens(body)
         wants_json = "response_format" in body
         content: str | None = _answer(body, step, wants_json)
         message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -137,11 +137,11 @@ class FakeLLMServer:
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {
-                "prompt_tokens": prompt_tokens,
+                "prompt_tokens": n_prompt,
                 "completion_tokens": 12,
-                "total_tokens": prompt_tokens + 12,
+                "total_tokens": n_prompt + 12,
                 "prompt_tokens_details": {
-                    "cached_tokens": prompt_tokens // 2 if step == "okc" else 0
+                    "cached_tokens": n_prompt // 2 if step == "okc" else 0
                 },
             },
         }
@@ -154,14 +154,14 @@ class FakeLLMServer:
         return self._anthropic_reply(body, step, _credential(request))
 
     def _anthropic_reply(self, body: dict[str, Any], step: str, credential: str) -> web.Response:
-        error = _error_for(step, credential, openai=False)
+        error = error_for(step, credential, openai=False)
         if error is not None:
             return error
         if step == "malformed":
             return web.Response(
                 text='{"id": "msg_x", "content": [{"ty', content_type="application/json"
             )
-        prompt_tokens = _prompt_tokens(body)
+        n_prompt = prompt_tokens(body)
         tools = body.get("tools") or []
         stop = {"length": "max_tokens", "filter": "refusal", "refusal": "refusal"}.get(
             step, "end_turn"
@@ -174,7 +174,7 @@ class FakeLLMServer:
             stop = "tool_use"
         else:
             content = [{"type": "text", "text": _answer(body, step, False)}]
-        cached = prompt_tokens // 2 if step == "okc" else 0
+        cached = n_prompt // 2 if step == "okc" else 0
         reply = {
             "id": f"msg_{self.requests}",
             "type": "message",
@@ -184,7 +184,7 @@ class FakeLLMServer:
             "stop_reason": stop,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": prompt_tokens - cached,
+                "input_tokens": n_prompt - cached,
                 "output_tokens": 12,
                 "cache_read_input_tokens": cached,
                 "cache_creation_input_tokens": 0,
@@ -353,7 +353,7 @@ class FakeLLMServer:
 
     def start_in_thread(self) -> str:
         """Serve on a free port of 127.0.0.1 from a daemon thread; returns the base URL."""
-        sock = _bound_socket()
+        sock = bound_socket()
         ready = threading.Event()
 
         def serve() -> None:
@@ -423,7 +423,8 @@ def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-def _error_for(step: str, credential: str, *, openai: bool) -> web.Response | None:
+def error_for(step: str, credential: str, *, openai: bool) -> web.Response | None:
+    """The scripted error response for `step` (a fault name), or None to answer normally."""
     statuses = {"429": 429, "429ms": 429, "500": 500, "401": 401, "400": 400}
     if step not in statuses:
         return None
@@ -465,7 +466,7 @@ def _answer(body: dict[str, Any], step: str, wants_json: bool) -> str:
     if step == "bad":
         return "Sure! Here is my answer, not in JSON."
     last = body["messages"][-1]
-    echo = _text_of(last["content"])[:40]
+    echo = text_of(last["content"])[:40]
     if step == "length":
         return '{"answer": "cut off her'
     if step == "fill":
@@ -481,21 +482,24 @@ def _schema_of(body: dict[str, Any]) -> dict[str, Any]:
     return response_format.get("json_schema", response_format)["schema"]
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """A message content's text: the string, or its text parts joined (image parts carry none)."""
     if isinstance(content, str):
         return content
-    return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return " ".join(part["text"] for part in content if isinstance(part, dict) and "text" in part)
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    chars = sum(len(_text_of(m.get("content", ""))) for m in body.get("messages", []))
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """A rough prompt token count (4 characters a token) for the usage block."""
+    chars = sum(len(text_of(m.get("content", ""))) for m in body.get("messages", []))
     system = body.get("system")
     if system:
-        chars += len(_text_of(system))
+        chars += len(text_of(system))
     return max(1, chars // 4)
 
 
-def _bound_socket() -> socket.socket:
+def bound_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -507,7 +511,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
     server = FakeLLMServer(latency_ms=args.latency_ms)
-    sock = _bound_socket()
+    sock = bound_socket()
     sock.listen(1024)
     print(f"READY {sock.getsockname()[1]}", flush=True)
     try:

@@ -510,7 +510,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
-    server = FakeLLMServer(latency_ms=args.latency_ms)
+    serve(FakeLLMServer(latency_ms=args.latency_ms).app())
+
+
+def serve(app: web.Application, **run_app_options: Any) -> None:
+    """Serve `app` on a free port of 127.0.0.1, printing `READY <port>` once it listens."""
     sock = bound_socket()
     sock.listen(1024)
     print(f"READY {sock.getsockname()[1]}", flush=True)
@@ -520,7 +524,7 @@ def main() -> None:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(server.app(), sock=sock, access_log=None, print=None, loop=loop)
+    web.run_app(app, sock=sock, access_log=None, print=None, loop=loop, **run_app_options)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ from aiohttp import web
 from miko_assets.distill.relations import RELATIONS
 from miko_assets.llm.models import canonical_json
 from miko_assets_tests.fake_llm_server import (
-    bound_socket,
     error_for,
     prompt_tokens,
+    serve,
     text_of,
 )
 
@@ -309,19 +309,7 @@ def main() -> None:
                             type=(lambda s: tuple(k for k in s.split(",") if k)) if field.name == "faults" else type(value))
     options = ServerOptions(**vars(parser.parse_args()))
     options.update({})  # validates the fault kinds
-    server = MikoAnswerServer(options)
-    sock = bound_socket()
-    sock.listen(1024)
-    print(f"READY {sock.getsockname()[1]}", flush=True)
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    web.run_app(server.app(), sock=sock, access_log=None, print=None, loop=loop,
-                handler_cancellation=True, shutdown_timeout=0.5)
-
+    serve(MikoAnswerServer(options).app(), handler_cancellation=True, shutdown_timeout=0.5)
 
 if __name__ == "__main__":
     main()

@@ -114,6 +114,20 @@ def dagster_dev_pid() -> int:
     raise LookupError("no dagster dev process below this one")
 
 
+def run_worker_pids(dev_pid: int) -> list[int]:
+    """The run worker processes below `dagster dev`: the code server starts each run in a
+    `multiprocessing` spawn child."""
+    found = []
+    for pid in descendants(dev_pid)[1:]:
+        try:
+            argv = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in argv:
+            found.append(pid)
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of one process (0 once it is gone)."""
     try:

@@ -293,6 +293,23 @@ def test_anthropic_request_shape(server: tuple[FakeLLMServer, str]) -> None:
     assert body["temperature"] == 0.0 and body["max_tokens"] == 50
 
 
+@pytest.mark.parametrize("kind", ["openai", "openai-sdk"])
+def test_reasoning_models_get_max_completion_tokens_and_no_sampling(
+    server: tuple[FakeLLMServer, str], kind: str
+) -> None:
+    fake, url = server
+    runner = make_runner(make_provider(kind, url), None)
+    for model, reasoning in (("o4-mini", True), ("gpt-5-mini", True), ("gpt-4o-mini", False)):
+        assert runner.run([request("openai", f"tokens {model}", model=model)], Answer).responses[0].status == "ok"
+        body = fake.last_body
+        if reasoning:
+            assert body["max_completion_tokens"] == 50
+            assert not {"max_tokens", "temperature", "top_p"} & set(body), model
+        else:
+            assert body["max_tokens"] == 50 and body["temperature"] == 0.0
+            assert "max_completion_tokens" not in body
+
+
 def test_requests_per_minute_are_paced(server: tuple[FakeLLMServer, str]) -> None:
     _, url = server
     limits = {"openai": ProviderLimits(rpm=1200)}  # 20 a second, bursts of at most 20

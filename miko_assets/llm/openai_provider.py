@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any, Literal
 
 import aiohttp
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _FINISH = {"length": FINISH_LENGTH, "content_filter": FINISH_CONTENT_FILTER}
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 but not gpt-5-chat) reject `max_tokens` and
+# any sampling parameter but the default: they take `max_completion_tokens` only.
+_REASONING_MODEL = re.compile(r"^(o\d+|gpt-5(?!-chat))(-|$)")
 
 
 class OpenAISettings(BaseModel):
@@ -53,11 +57,14 @@ def chat_payload(request: LLMRequest, json_mode: str = "json_schema") -> dict[st
     payload: dict[str, Any] = {
         "model": request.model,
         "messages": [_chat_message(m) for m in request.messages],
-        "temperature": request.params.temperature,
-        "max_tokens": request.params.max_tokens,
     }
-    if request.params.top_p is not None:
-        payload["top_p"] = request.params.top_p
+    if is_reasoning_model(request.model):
+        payload["max_completion_tokens"] = request.params.max_tokens
+    else:
+        payload["temperature"] = request.params.temperature
+        payload["max_tokens"] = request.params.max_tokens
+        if request.params.top_p is not None:
+            payload["top_p"] = request.params.top_p
     if request.params.seed is not None:
         payload["seed"] = request.params.seed
     if request.output_schema is not None:
@@ -72,6 +79,11 @@ def chat_payload(request: LLMRequest, json_mode: str = "json_schema") -> dict[st
                 },
             }
     return payload
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether `model` is an OpenAI reasoning model (sent `max_completion_tokens`, no sampling)."""
+    return _REASONING_MODEL.match(model) is not None
 
 
 def _chat_message(message: Message) -> dict[str, Any]:

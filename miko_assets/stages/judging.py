@@ -94,4 +94,5 @@ def judge_tasks(tasks: pd.DataFrame, runs: Mapping[Stage, StageRun], completers:
     typicality = judge_rows(
         tasks[tasks["intention_id"].isin(plausible)], "typicality", runs["typicality"], completers["typicality"]
     )
-    return pd.concat([plausibility, typicality], ignore_index=True)
+    # An empty frame has no dtypes to contribute (pandas warns about concatenating one).
+    return pd.concat([plausibility, typicality], ignore_index=True) if len(typicality) else plausibility

@@ -5,9 +5,9 @@ Renders the real caption, key-info and intentions requests of the current prompt
 with the LLM layer's pre-flight estimate (`miko_assets.llm.costs.estimate_cost`, list prices
 from `prompts/prices.yaml`) and scales the sample to the full dataset. The estimate is an
 upper bound, like the budget guard's reservation: every answer is assumed to use its
-max_tokens, every image to cost `IMAGE_TOKENS_ESTIMATE` tokens, and the caption and key info
-that later prompts quote to be as long as their stage allows. No prompt-cache discount. For the
-teachers in `BILLED_IMAGE_TOKENS` a second total uses the image tokens the provider really bills.
+max_tokens, every image (the largest the imaging layer sends) to cost the model's `image_tokens`
+from the price table, and the caption and key info that later prompts quote to be as long as
+their stage allows. No prompt-cache discount.
 
     python benchmarks/sarcasm_cost_estimate.py [--teacher openai/gpt-4o-mini ...] [--sample FILE ...]
 """
@@ -26,8 +26,12 @@ from miko_assets.datasets.mmsd2 import load_mmsd2
 from miko_assets.distill.caption import build_caption_request
 from miko_assets.distill.config import StageConfig, stage_config
 from miko_assets.distill.intentions import build_intentions_request
-from miko_assets.distill.key_info import KEY_INFO_FIELDS, KeyInfo, build_key_info_request
-from miko_assets.llm.costs import IMAGE_TOKENS_ESTIMATE, CostEstimate, PriceTable, estimate_cost
+from miko_assets.distill.key_info import (
+    KEY_INFO_FIELDS,
+    KeyInfo,
+    build_key_info_request,
+)
+from miko_assets.llm.costs import CostEstimate, PriceTable, estimate_cost
 from miko_assets.llm.models import ImageInput, LLMRequest
 
 FULL_MMSD2_POSTS = 19_816 + 2_410 + 2_409
@@ -37,12 +41,8 @@ DEFAULT_SAMPLES = [
 ]
 DEFAULT_TEACHERS = ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"]
 STAGES = ("caption", "key_info", "intentions")
-# Every MMSD2.0 post has an image; the estimate prices it at IMAGE_TOKENS_ESTIMATE, whatever its bytes.
+# Every MMSD2.0 post has an image; the estimate prices it at the model's `image_tokens`, whatever its bytes.
 IMAGE = ImageInput(sha256="0" * 64, data_b64="")
-# What a provider really bills for one 1024x1024 image (the largest the imaging layer sends), from
-# its vision docs: gpt-4o-mini counts 2,833 + 5,667 per 512px tile at high detail (33x gpt-4o's
-# 85 + 170 per tile); Claude counts width x height / 750. The report adds the difference.
-BILLED_IMAGE_TOKENS = {"openai/gpt-4o-mini": 2_833 + 4 * 5_667, "anthropic/claude-haiku-4-5": 1024 * 1024 // 750}
 
 
 def text_of_tokens(tokens: int) -> str:
@@ -83,7 +83,7 @@ def report(teachers: Sequence[str], samples: Sequence[Path]) -> str:
     lines = [
         (
             f"Pre-flight upper bound for {FULL_MMSD2_POSTS:,} MMSD2.0 posts, scaled from {len(texts)} sample "
-            f"posts (images at {IMAGE_TOKENS_ESTIMATE} tokens, answers at max_tokens, list prices, no cache discount)."
+            "posts (images at each model's `image_tokens`, answers at max_tokens, list prices, no cache discount)."
         ),
         "",
         "| teacher | stage | prompt | prompt tokens / post | max output tokens / post | max USD / 1k posts | max USD, full MMSD2.0 |",
@@ -100,18 +100,9 @@ def report(teachers: Sequence[str], samples: Sequence[Path]) -> str:
                 f"| {estimate.max_cost_usd / len(texts) * 1000:,.2f} | {estimate.max_cost_usd * scale:,.2f} |"
             )
         total = sum(e.max_cost_usd for e in estimates.values())
-        lines.append(_total_row(teacher, "**all three**", total / len(texts)))
-        if teacher in BILLED_IMAGE_TOKENS:
-            billed = BILLED_IMAGE_TOKENS[teacher]
-            price = prices.price_for(*teacher.split("/", 1))
-            assert price is not None  # unpriced teachers stopped above
-            extra = price.cost(billed - IMAGE_TOKENS_ESTIMATE, 0) * estimates["caption"].requests
-            lines.append(_total_row(teacher, f"**all three, images at {billed:,} billed tokens**", (total + extra) / len(texts)))
+        per_post = total / len(texts)
+        lines.append(f"| {teacher} | **all three** | | | | {per_post * 1000:,.2f} | **{per_post * FULL_MMSD2_POSTS:,.2f}** |")
     return "\n".join(lines)
-
-
-def _total_row(teacher: str, label: str, per_post: float) -> str:
-    return f"| {teacher} | {label} | | | | {per_post * 1000:,.2f} | **{per_post * FULL_MMSD2_POSTS:,.2f}** |"
 
 
 def main() -> None:

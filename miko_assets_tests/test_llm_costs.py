@@ -10,12 +10,14 @@ import pytest
 
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
 from miko_assets.llm.costs import (
+    IMAGE_TOKENS_ESTIMATE,
     BudgetGuard,
     ModelPrice,
     PriceTable,
     estimate_cost,
     prompt_tokens_estimate,
 )
+from miko_assets.llm.models import ImageInput, Message
 from miko_assets.llm.providers import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
@@ -64,6 +66,34 @@ def test_preflight_estimate_from_rendered_prompts() -> None:
     assert estimate.requests == 4 and estimate.max_output_tokens == 200
     assert estimate.max_cost_usd == pytest.approx(3 * (per_request * 1000 + 50 * 2000) / 1e6)
     assert estimate.unpriced_models == ["openai/unknown-model"]
+
+
+def test_images_are_estimated_at_what_each_model_bills_for_them() -> None:
+    table = PriceTable.load()
+    image = ImageInput(sha256="0" * 64, data_b64="")
+    with_image = request("openai", "describe").model_copy(
+        update={"messages": (Message(role="user", content="describe", images=(image, image)),)}
+    )
+    text_only = prompt_tokens_estimate(with_image, 0)
+    by_model = {
+        model: estimate_cost([with_image.model_copy(update={"model": model})], table).prompt_tokens - text_only
+        for model in ("gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4.1-mini", "no-such-model")
+    }
+    # Two images each: gpt-4o-mini's 25,501 tokens an image (33 times gpt-4o's), gpt-4.1-mini's
+    # patches, and the default for a model the table does not know.
+    assert by_model == {"gpt-4o-mini-2024-07-18": 2 * 25_501, "gpt-4o": 2 * 765, "gpt-4.1-mini": 2 * 1_659,
+                        "no-such-model": 2 * IMAGE_TOKENS_ESTIMATE}
+    mini = table.models["gpt-4o-mini"]
+    assert estimate_cost([with_image], table).max_cost_usd == pytest.approx(
+        mini.cost(text_only + 2 * 25_501, with_image.params.max_tokens)
+    )
+
+
+def test_a_misspelt_price_field_is_refused(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  m: {input: 1, output: 2, imagetokens: 10}\n")
+    with pytest.raises(ValueError, match="imagetokens"):
+        PriceTable.load(prices)
 
 
 def test_budget_guard_waits_for_calls_in_flight_then_refuses() -> None:

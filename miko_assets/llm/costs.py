@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 PRICES_PATH_ENV = "MIKO_PRICES_PATH"
 _REPO_PRICES = Path(__file__).resolve().parents[2] / "prompts" / "prices.yaml"
-# Rough prompt cost of one image (OpenAI bills a 1024px high-detail image at 765 tokens).
+# Prompt tokens of one image for a model whose price gives no `image_tokens` (gpt-4o bills a
+# 1024 px high-detail image at 765).
 IMAGE_TOKENS_ESTIMATE = 800
 _MESSAGE_OVERHEAD_TOKENS = 4
 _PER_MILLION = 1_000_000
@@ -32,12 +33,18 @@ _PER_MILLION = 1_000_000
 class ModelPrice(BaseModel):
     """USD per million tokens."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt price must not pass
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+    # Prompt tokens billed for one image as the imaging layer sends it (at most 1024 px a side).
+    image_tokens: int | None = Field(default=None, ge=0)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return IMAGE_TOKENS_ESTIMATE if self.image_tokens is None else self.image_tokens
 
     def cost(
         self, tokens_in: int, tokens_out: int, tokens_cached: int = 0, tokens_cache_write: int = 0
@@ -60,7 +67,7 @@ FREE = ModelPrice(input=0, output=0)
 class PriceTable(BaseModel):
     """Model prices, looked up by exact name, else by the longest listed name the model extends."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt price must not pass
 
     free_providers: frozenset[str] = frozenset({"local"})
     models: dict[str, ModelPrice] = Field(default_factory=dict)
@@ -93,12 +100,12 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def prompt_tokens_estimate(request: LLMRequest) -> int:
+def prompt_tokens_estimate(request: LLMRequest, tokens_per_image: int = IMAGE_TOKENS_ESTIMATE) -> int:
     """Estimated prompt tokens of a rendered request, images and per-message overhead included."""
     return sum(
         estimate_tokens(m.content)
         + _MESSAGE_OVERHEAD_TOKENS
-        + IMAGE_TOKENS_ESTIMATE * len(m.images)
+        + tokens_per_image * len(m.images)
         for m in request.messages
     )
 
@@ -118,8 +125,8 @@ def estimate_cost(requests: Iterable[LLMRequest], prices: PriceTable) -> CostEst
     estimate = CostEstimate()
     unpriced: set[str] = set()
     for request in requests:
-        prompt = prompt_tokens_estimate(request)
         price = prices.price_for(request.provider, request.model)
+        prompt = prompt_tokens_estimate(request, (price or FREE).tokens_per_image)
         estimate.requests += 1
         estimate.prompt_tokens += prompt
         estimate.max_output_tokens += request.params.max_tokens

@@ -411,7 +411,7 @@ class _Batch:
     async def _call(self, request: LLMRequest, key: str, request_json: str) -> _Outcome:
         """One call with pacing, retries and budget; a failure comes back as a failed outcome."""
         price = self.prices.price(request.provider, request.model)
-        prompt_tokens = prompt_tokens_estimate(request)
+        prompt_tokens = prompt_tokens_estimate(request, price.tokens_per_image)
         reserved = price.cost(prompt_tokens, request.params.max_tokens)
         if not await self.budget.reserve(reserved):
             return self._failure(

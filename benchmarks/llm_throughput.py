@@ -7,8 +7,10 @@ For each concurrency, N requests of about 330 prompt tokens go
   - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
 and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
 request (process CPU time, every thread included, / requests). Then it times a fully cached
-re-run of `--cached` requests. The fake server runs in its own process, so its CPU is not
-counted against the client.
+re-run of `--cached` requests, and the fixed costs each batch pays around its calls: rendering
+and hashing the requests, opening the DuckDB file, the cache lookup before the first call and
+the final flush after the last answer. The fake server runs in its own process, so its CPU is
+not counted against the client.
 
     python benchmarks/llm_throughput.py [--requests 2000] [--concurrency 16 64 256]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -25,12 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import duckdb
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
 from miko_assets.llm.config import RunnerConfig
-from miko_assets.llm.models import GenerationParams, LLMRequest, Message
+from miko_assets.llm.models import GenerationParams, LLMRequest, Message, sha256_text
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings, chat_payload
 from miko_assets.llm.providers import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner, run_sync
@@ -135,6 +140,45 @@ def bare_aiohttp(base_url: str, requests: list[LLMRequest], concurrency: int) ->
     return len(requests)
 
 
+def fixed_costs_per_batch(warehouse: Warehouse, n: int, repeats: int = 5) -> None:
+    """Median milliseconds of the work a batch of `n` requests does before its first call and after its last answer."""
+    requests = make_requests("fixed", n)
+    cache = LLMCallCache(warehouse)
+    # About a second of answers at concurrency 64 is what the final flush writes.
+    records = [
+        CallRecord(call_id=sha256_text(r.request_json()), provider=r.provider, model=r.model,
+                   request_json=r.request_json(), response_text="An answer.", status="ok", created_at=utc_now())
+        for r in requests[:600]
+    ]
+
+    def render_and_hash() -> None:
+        for request in requests:
+            sha256_text(request.request_json())
+
+    def open_file() -> None:
+        with warehouse.connect():
+            pass
+
+    keys = [sha256_text(r.request_json()) for r in requests]
+    # Each flush writes new rows, as a batch's final flush does.
+    flushes = iter([[r.model_copy(update={"call_id": f"{k}-{r.call_id}"}) for r in records] for k in range(repeats)])
+    steps: list[tuple[str, Callable[[], object]]] = [
+        (f"render and hash {n} requests", render_and_hash),
+        ("open and close the DuckDB file", open_file),
+        ("open a DuckDB in-memory database", lambda: duckdb.connect(":memory:").close()),
+        (f"cache lookup of {n} keys (before the first call)", lambda: cache.get_many(keys)),
+        (f"final flush of {len(records)} results (after the last answer)", lambda: cache.put_many(next(flushes))),
+    ]
+    print(f"fixed costs of a batch of {n}, median of {repeats}:")
+    for label, step in steps:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - started) * 1000)
+        print(f"  {label:<55} {statistics.median(times):6.1f} ms", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -159,6 +203,8 @@ def main() -> None:
                 measure("plain openai SDK", c, latency_s, plain_sdk, base_url, requests, c)
                 requests = make_requests(f"bare-{c}", args.requests)
                 measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
+
+            fixed_costs_per_batch(warehouse, args.requests)
 
             cached = make_requests("cached", args.cached)
             runner = layer(base_url, "aiohttp", warehouse, max(args.concurrency))

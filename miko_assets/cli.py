@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from miko_assets.commands import annotate, batch, ingest, inspect
+from miko_assets.commands import annotate, batch, estimate, ingest, inspect
 
 # Each module adds its sub-commands; every sub-command sets `run(args) -> exit code`.
-COMMAND_MODULES = (ingest, inspect, annotate, batch)
+COMMAND_MODULES = (ingest, inspect, annotate, batch, estimate)
 
 
 def main(argv: list[str] | None = None) -> int:

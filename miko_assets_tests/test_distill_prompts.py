@@ -9,14 +9,16 @@ import pytest
 import yaml
 
 from miko_assets.distill.caption import NO_CAPTION, build_caption_request
-from miko_assets.distill.config import code_version, stage_config
+from miko_assets.distill.config import ImageSettings, StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import INTENTIONS_SCHEMA, build_intentions_request
 from miko_assets.distill.key_info import KEY_INFO_SCHEMA, KeyInfo, build_key_info_request
 from miko_assets.distill.prompts import PromptError, all_prompts, load_prompt, prompts_dir, render
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
 from miko_assets.distill.relations import RELATIONS
-from miko_assets.llm.models import ImageInput
+from miko_assets.llm.batch import request_from_json
+from miko_assets.llm.models import ImageInput, LLMRequest
+from miko_assets.llm.openai_provider import chat_payload
 
 REPO_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 STAGES = ("caption", "key_info", "intentions", "judge_plausibility", "judge_typicality")
@@ -236,3 +238,60 @@ def test_requests_carry_config_images_and_schema_only_for_json_prompts(
     assert again.cache_key() == request.cache_key()
     other = build_intentions_request(intentions, intentions.prompt(), "hi", "a dog", None)
     assert other.cache_key() != request.cache_key()
+
+
+def test_image_settings_are_stage_configuration_and_change_the_code_version(
+    prompts_copy: Path,
+) -> None:
+    def config(**overrides: str) -> StageConfig:
+        return stage_config("caption", _env(prompts_copy, **{"MIKO_CAPTION_PROVIDER": "openai", **overrides}))
+
+    default = config()
+    assert default.image == ImageSettings(max_side=1024, detail=None)
+    base = code_version(default, default.prompt())
+    # Default settings add nothing, so versions made before image settings existed still match.
+    assert "|i" not in base
+    low = config(MIKO_CAPTION_IMAGE_MAX_SIDE="512", MIKO_CAPTION_IMAGE_DETAIL="low")
+    assert low.image == ImageSettings(max_side=512, detail="low")
+    versions = {
+        code_version(c, c.prompt())
+        for c in (low, config(MIKO_CAPTION_IMAGE_MAX_SIDE="768"), config(MIKO_CAPTION_IMAGE_DETAIL="high"))
+    }
+    assert base not in versions and len(versions) == 3
+
+    path = prompts_copy / "stages.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["stages"]["caption"]["image"] = {"max_side": 512, "detail": "low"}
+    path.write_text(yaml.safe_dump(data))
+    assert code_version(config(), default.prompt()) == code_version(low, low.prompt())
+
+    with pytest.raises(PromptError, match="MIKO_CAPTION_IMAGE_DETAIL"):
+        config(MIKO_CAPTION_IMAGE_DETAIL="medium")
+    with pytest.raises(PromptError, match="provider 'anthropic' has no detail setting"):
+        config(MIKO_CAPTION_PROVIDER="anthropic")
+    data["stages"]["caption"]["image"] = {"max_sde": 512}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PromptError, match="max_sde"):
+        config()
+
+
+def test_image_detail_travels_with_the_request_and_keys_it(prompts_copy: Path) -> None:
+    image = ImageInput(sha256="ab" * 32, data_b64="AAAA", width=640, height=480)
+
+    def caption_request(**overrides: str) -> LLMRequest:
+        config = stage_config("caption", _env(prompts_copy, MIKO_CAPTION_PROVIDER="openai", **overrides))
+        return build_caption_request(config, config.prompt(), "good morning", image)
+
+    default, low = caption_request(), caption_request(MIKO_CAPTION_IMAGE_DETAIL="low")
+    assert default.messages[-1].images == (image,)
+    assert low.messages[-1].images[0].detail == "low"
+    # An image without a detail is keyed by its sha alone, as before image settings existed.
+    assert default.fingerprint()["messages"][-1]["images"] == [image.sha256]
+    assert low.fingerprint()["messages"][-1]["images"] == [{"sha256": image.sha256, "detail": "low"}]
+    assert low.cache_key() != default.cache_key()
+    payload = chat_payload(low)
+    assert payload["messages"][-1]["content"][1]["image_url"]["detail"] == "low"
+    assert "detail" not in chat_payload(default)["messages"][-1]["content"][1]["image_url"]
+    # A batch item's stored request comes back with its detail, so it keys the same.
+    assert request_from_json(low.request_json()).cache_key() == low.cache_key()
+    assert request_from_json(default.request_json()).cache_key() == default.cache_key()

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from miko_assets.imaging.encode import encode_for_api
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
 from miko_assets.llm.costs import (
     IMAGE_TOKENS_ESTIMATE,
@@ -16,8 +18,10 @@ from miko_assets.llm.costs import (
     PriceTable,
     estimate_cost,
     prompt_tokens_estimate,
+    reservation_usd,
 )
-from miko_assets.llm.models import ImageInput, Message
+from miko_assets.llm.image_billing import image_tokens, worst_case_size
+from miko_assets.llm.models import ImageDetail, ImageInput, Message
 from miko_assets.llm.providers import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
@@ -70,23 +74,90 @@ def test_preflight_estimate_from_rendered_prompts() -> None:
 
 def test_images_are_estimated_at_what_each_model_bills_for_them() -> None:
     table = PriceTable.load()
-    image = ImageInput(sha256="0" * 64, data_b64="")
-    with_image = request("openai", "describe").model_copy(
+    image = ImageInput(sha256="0" * 64, data_b64="")  # size unknown: the largest miko sends
+    text = request("openai", "describe").model_copy(
+        update={"messages": (Message(role="user", content="describe"),)}
+    )
+    with_image = text.model_copy(
         update={"messages": (Message(role="user", content="describe", images=(image, image)),)}
     )
-    text_only = prompt_tokens_estimate(with_image, 0)
+    text_only = prompt_tokens_estimate(text)
     by_model = {
         model: estimate_cost([with_image.model_copy(update={"model": model})], table).prompt_tokens - text_only
-        for model in ("gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4.1-mini", "no-such-model")
+        for model in ("gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4.1-mini", "claude-haiku-4-5", "no-such-model")
     }
-    # Two images each: gpt-4o-mini's 25,501 tokens an image (33 times gpt-4o's), gpt-4.1-mini's
-    # patches, and the default for a model the table does not know.
+    # Two 1024x1024 images each: gpt-4o-mini's 25,501 tokens an image (33 times gpt-4o's),
+    # gpt-4.1-mini's patches, Claude's area, and the default for a model the table does not know.
     assert by_model == {"gpt-4o-mini-2024-07-18": 2 * 25_501, "gpt-4o": 2 * 765, "gpt-4.1-mini": 2 * 1_659,
-                        "no-such-model": 2 * IMAGE_TOKENS_ESTIMATE}
+                        "claude-haiku-4-5": 2 * 1_399, "no-such-model": 2 * IMAGE_TOKENS_ESTIMATE}
     mini = table.models["gpt-4o-mini"]
     assert estimate_cost([with_image], table).max_cost_usd == pytest.approx(
         mini.cost(text_only + 2 * 25_501, with_image.params.max_tokens)
     )
+
+
+# Published worked examples and measurements (sources in prompts/prices.yaml):
+# (model, width, height, detail) -> billed tokens.
+BILLED = [
+    ("gpt-4o", 1024, 1024, None, 765),  # -> 768x768, 4 tiles
+    ("gpt-4o", 2048, 4096, "high", 1105),  # -> 1024x2048 -> 768x1536, 6 tiles
+    ("gpt-4o", 128, 64, "high", 255),  # never scaled up: one tile
+    ("gpt-4o", 4000, 3000, "low", 85),
+    ("gpt-4o-mini", 1024, 1024, "auto", 25_501),  # auto is priced as high
+    ("gpt-4o-mini", 128, 64, "high", 8_500),  # 2,833 + 5,667, measured against the API
+    ("gpt-4o-mini", 1024, 1024, "low", 2_833),
+    ("gpt-4o-mini", 1024, 512, None, 2_833 + 2 * 5_667),
+    ("gpt-4.1-mini", 1024, 1024, "low", 1_659),  # 1,024 patches x 1.62; detail changes nothing
+    ("gpt-4.1-mini", 4000, 1474, None, 2_489),  # over the cap: 1,536 patches x 1.62
+    ("claude-haiku-4-5", 200, 200, None, 54),  # Anthropic's table: ~54, ~1,334, ~1,590
+    ("claude-haiku-4-5", 1000, 1000, None, 1_334),
+    ("claude-haiku-4-5", 1092, 1092, None, 1_590),
+    ("claude-haiku-4-5", 3000, 2000, None, 1_600),  # scaled down to about 1,600 tokens
+]
+
+
+@pytest.mark.parametrize(("model", "width", "height", "detail", "billed"), BILLED)
+def test_image_billing_rules_give_the_published_token_counts(
+    model: str, width: int, height: int, detail: ImageDetail | None, billed: int
+) -> None:
+    billing = PriceTable.load().models[model].image
+    assert billing is not None
+    assert image_tokens(billing, width, height, detail) == billed
+
+
+def test_the_estimate_prices_encoded_images_by_the_billing_rule(tmp_path: Path) -> None:
+    """Real images of several sizes, encoded at a stage's max side, estimated per model: the
+    estimate's image tokens are exactly what the rule bills for the size actually sent."""
+    table = PriceTable.load()
+    sent: list[ImageInput] = []
+    for width, height in [(3000, 2000), (800, 800), (300, 1200), (64, 48)]:
+        path = tmp_path / f"{width}x{height}.png"
+        Image.new("RGB", (width, height), (200, 120, 40)).save(path)
+        for max_side in (1024, 512):
+            sent.append(encode_for_api(path, max_side=max_side))
+    assert {(i.width, i.height) for i in sent} >= {(1024, 683), (512, 341), (256, 1024), (64, 48)}
+    for model in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "claude-haiku-4-5"):
+        price = table.models[model]
+        assert price.image is not None
+        for detail in (None, "low"):
+            images = tuple(i.model_copy(update={"detail": detail}) for i in sent)
+            call = request("openai", "describe", model=model).model_copy(
+                update={"messages": (Message(role="user", content="describe", images=images),)}
+            )
+            billed = sum(image_tokens(price.image, i.width or 0, i.height or 0, detail) for i in images)
+            estimate = estimate_cost([call], table)
+            assert estimate.prompt_tokens == prompt_tokens_estimate(call.model_copy(
+                update={"messages": (Message(role="user", content="describe"),)})) + billed
+            assert estimate.max_cost_usd == pytest.approx(reservation_usd(call, price))
+
+
+def test_the_worst_case_image_is_not_always_square() -> None:
+    gpt_4o = PriceTable.load().models["gpt-4o"].image
+    assert gpt_4o is not None
+    width, height = worst_case_size(gpt_4o, 2048, None)
+    assert width == 2048 and height < 2048
+    assert image_tokens(gpt_4o, width, height, None) == 85 + 8 * 170 > image_tokens(gpt_4o, 2048, 2048, None)
+    assert worst_case_size(gpt_4o, 1024, None) == (1024, 1024)
 
 
 def test_a_misspelt_price_field_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Which prompt version, provider, model and parameters each stage uses (`prompts/stages.yaml`).
+"""Which prompt version, provider, model, parameters and image settings each stage uses
+(`prompts/stages.yaml`).
 
 Every value can be overridden per stage from the environment, e.g. `MIKO_INTENTIONS_MODEL`.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,20 +21,47 @@ from miko_assets.distill.prompts import (
     prompts_dir,
     render,
 )
-from miko_assets.llm.models import GenerationParams, ImageInput, LLMRequest
+from miko_assets.llm.models import (
+    DEFAULT_IMAGE_SIDE,
+    GenerationParams,
+    ImageDetail,
+    ImageInput,
+    LLMRequest,
+    canonical_json,
+    sha256_text,
+)
 
 STAGES_FILE = "stages.yaml"
+# The providers whose API takes an image `detail`.
+DETAIL_PROVIDERS = frozenset({"openai"})
 
-# environment suffix -> (stage setting, generation parameter?)
-_ENV_SETTINGS: dict[str, tuple[str, bool]] = {
-    "PROVIDER": ("provider", False),
-    "MODEL": ("model", False),
-    "PROMPT_VERSION": ("prompt_version", False),
-    "TEMPERATURE": ("temperature", True),
-    "MAX_TOKENS": ("max_tokens", True),
-    "TOP_P": ("top_p", True),
-    "SEED": ("seed", True),
+_Group = Literal["stage", "params", "image"]
+# environment suffix -> (setting, which group it belongs to)
+_ENV_SETTINGS: dict[str, tuple[str, _Group]] = {
+    "PROVIDER": ("provider", "stage"),
+    "MODEL": ("model", "stage"),
+    "PROMPT_VERSION": ("prompt_version", "stage"),
+    "TEMPERATURE": ("temperature", "params"),
+    "MAX_TOKENS": ("max_tokens", "params"),
+    "TOP_P": ("top_p", "params"),
+    "SEED": ("seed", "params"),
+    "IMAGE_MAX_SIDE": ("max_side", "image"),
+    "IMAGE_DETAIL": ("detail", "image"),
 }
+
+
+class ImageSettings(BaseModel):
+    """How a stage sends images: the longest side in pixels and, for OpenAI, the `detail`
+    (none: the provider's default, `auto`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_side: int = Field(default=DEFAULT_IMAGE_SIDE, ge=32, le=8000)
+    detail: ImageDetail | None = None
+
+    def describe(self) -> str:
+        """`1024 px` or `512 px, detail low`."""
+        return f"{self.max_side} px" + (f", detail {self.detail}" if self.detail else "")
 
 
 class _Defaults(BaseModel):
@@ -51,6 +79,7 @@ class _StageEntry(BaseModel):
     provider: str | None = None
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    image: dict[str, Any] = Field(default_factory=dict)
 
 
 class _StagesFile(BaseModel):
@@ -72,6 +101,7 @@ class StageConfig(BaseModel):
     model: str
     params: GenerationParams
     prompts_dir: Path
+    image: ImageSettings = ImageSettings()
 
     def prompt(self) -> PromptTemplate:
         """The prompt template this configuration names."""
@@ -98,37 +128,57 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
         "model": entry.model or stages.defaults.model,
         "prompt_version": entry.prompt_version,
     }
-    params = dict(entry.params)
+    groups: dict[_Group, dict[str, Any]] = {
+        "stage": settings, "params": dict(entry.params), "image": dict(entry.image)
+    }
     used: list[str] = []
-    for suffix, (key, is_param) in _ENV_SETTINGS.items():
+    for suffix, (key, group) in _ENV_SETTINGS.items():
         name = f"MIKO_{stage.upper()}_{suffix}"
         value = env.get(name)
         if value:
-            (params if is_param else settings)[key] = value
+            groups[group][key] = value
             used.append(name)
+    source = f"from {path}, environment {', '.join(used) or 'none'}"
     try:
-        generation = GenerationParams.model_validate(params)
+        generation = GenerationParams.model_validate(groups["params"])
     except ValidationError as exc:
+        raise PromptError(f"invalid generation parameters for stage {stage!r} ({source}): {exc}") from exc
+    try:
+        image = ImageSettings.model_validate(groups["image"])
+    except ValidationError as exc:
+        raise PromptError(f"invalid image settings for stage {stage!r} ({source}): {exc}") from exc
+    if image.detail is not None and settings["provider"] not in DETAIL_PROVIDERS:
         raise PromptError(
-            f"invalid generation parameters for stage {stage!r} "
-            f"(from {path}, environment {', '.join(used) or 'none'}): {exc}"
-        ) from exc
+            f"stage {stage!r} sets image detail {image.detail!r}, but provider "
+            f"{settings['provider']!r} has no detail setting ({source}); set only max_side"
+        )
     return StageConfig(
-        stage=stage, prompt_name=entry.prompt, params=generation, prompts_dir=directory, **settings
+        stage=stage,
+        prompt_name=entry.prompt,
+        params=generation,
+        prompts_dir=directory,
+        image=image,
+        **settings,
     )
 
 
 def code_version(config: StageConfig, prompt: PromptTemplate) -> str:
-    """The stage's code version: prompt name, version and sha prefix, provider, model, params hash.
+    """The stage's code version: prompt name, version and sha prefix, provider, model, params
+    hash, and image settings hash unless they are the defaults.
 
-    Any change to the template, the model or the parameters gives a different string.
-    The provider is included too: the same model name can mean different weights elsewhere.
+    Any change to the template, the model, the parameters or the image settings gives a
+    different string. The provider is included too: the same model name can mean different
+    weights elsewhere. Default image settings add nothing, so versions made before image
+    settings existed (which sent images the default way) still match.
     """
     _check_prompt(config, prompt)
-    return (
+    version = (
         f"{prompt.name}@{prompt.version}:{prompt.sha[:12]}"
         f"|{config.provider}/{config.model}|p{config.params.params_hash()}"
     )
+    if config.image != ImageSettings():
+        version += f"|i{sha256_text(canonical_json(config.image.model_dump()))[:8]}"
+    return version
 
 
 def build_request(
@@ -142,11 +192,14 @@ def build_request(
 ) -> LLMRequest:
     """Render `prompt` with `fields` into a request for the stage's provider and model.
 
-    Images go with the user message. The schema is attached only to prompts whose output
-    is `json`, so text-format versions (the paper's) are sent unconstrained.
+    Images go with the user message, at the stage's image detail. The schema is attached only
+    to prompts whose output is `json`, so text-format versions (the paper's) are sent
+    unconstrained.
     """
     _check_prompt(config, prompt)
     messages = render(prompt, **fields)
+    if config.image.detail is not None:
+        images = tuple(i.model_copy(update={"detail": config.image.detail}) for i in images)
     if images:
         messages = (*messages[:-1], messages[-1].model_copy(update={"images": images}))
     structured = prompt.output == "json" and output_schema is not None

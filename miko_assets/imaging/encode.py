@@ -10,9 +10,8 @@ from pathlib import Path
 from PIL import Image
 
 from miko_assets.imaging.inspect import MAX_PIXELS, load_image
-from miko_assets.llm.models import ImageInput
+from miko_assets.llm.models import DEFAULT_IMAGE_SIDE, ImageInput
 
-DEFAULT_MAX_SIDE = 1024
 JPEG_QUALITY = 90
 
 
@@ -33,7 +32,7 @@ def flatten_to_rgb(image: Image.Image) -> Image.Image:
 
 def encode_for_api(
     path: str | Path,
-    max_side: int = DEFAULT_MAX_SIDE,
+    max_side: int = DEFAULT_IMAGE_SIDE,
     quality: int = JPEG_QUALITY,
     max_pixels: int = MAX_PIXELS,
 ) -> ImageInput:
@@ -52,4 +51,6 @@ def encode_for_api(
         sha256=hashlib.sha256(data).hexdigest(),
         media_type="image/jpeg",
         data_b64=base64.b64encode(data).decode("ascii"),
+        width=image.width,
+        height=image.height,
     )

@@ -30,7 +30,12 @@ from pydantic import BaseModel, Field
 from miko_assets.llm.batch_api import BatchClient, BatchState, ItemResult, batch_client
 from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
 from miko_assets.llm.config import RunnerConfig
-from miko_assets.llm.costs import PriceBook, PriceTable, estimate_cost
+from miko_assets.llm.costs import (
+    BATCH_PRICE_FACTOR,
+    PriceBook,
+    PriceTable,
+    estimate_cost,
+)
 from miko_assets.llm.models import (
     GenerationParams,
     ImageInput,
@@ -46,9 +51,6 @@ from miko_assets.warehouse.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-# What a batch answer costs against the online price (OpenAI Batch and Anthropic Message
-# Batches both bill half).
-BATCH_PRICE_FACTOR = 0.5
 # Below both providers' per-batch limits (OpenAI 50,000 requests, Anthropic 100,000).
 MAX_BATCH_REQUESTS = 50_000
 PENDING = "pending"
@@ -280,7 +282,7 @@ def request_from_json(request_json: str) -> LLMRequest:
         Message(
             role=m["role"],
             content=m["content"],
-            images=tuple(ImageInput(sha256=sha, data_b64="") for sha in m["images"]),
+            images=tuple(_image_from_key(key) for key in m["images"]),
         )
         for m in raw["messages"]
     )
@@ -291,6 +293,12 @@ def request_from_json(request_json: str) -> LLMRequest:
         params=GenerationParams.model_validate(raw["params"]),
         output_schema=raw["output_schema"],
     )
+
+
+def _image_from_key(key: str | dict[str, str]) -> ImageInput:
+    if isinstance(key, str):
+        return ImageInput(sha256=key, data_b64="")
+    return ImageInput(sha256=key["sha256"], detail=key["detail"], data_b64="")
 
 
 # -- provider side --------------------------------------------------------------------------

@@ -17,15 +17,19 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from miko_assets.llm.models import LLMRequest
+from miko_assets.llm.image_billing import ImageBilling, image_tokens, worst_case_size
+from miko_assets.llm.models import DEFAULT_IMAGE_SIDE, ImageInput, LLMRequest
 
 log = logging.getLogger(__name__)
 
 PRICES_PATH_ENV = "MIKO_PRICES_PATH"
 _REPO_PRICES = Path(__file__).resolve().parents[2] / "prompts" / "prices.yaml"
-# Prompt tokens of one image for a model whose price gives no `image_tokens` (gpt-4o bills a
-# 1024 px high-detail image at 765).
+# Prompt tokens of one image for a model whose price gives no `image` billing rule (gpt-4o bills
+# a 1024 px high-detail image at 765).
 IMAGE_TOKENS_ESTIMATE = 800
+# What a batch answer costs against the online price (OpenAI Batch and Anthropic Message
+# Batches both bill half).
+BATCH_PRICE_FACTOR = 0.5
 _MESSAGE_OVERHEAD_TOKENS = 4
 _PER_MILLION = 1_000_000
 
@@ -39,12 +43,19 @@ class ModelPrice(BaseModel):
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
     cache_write: float | None = Field(default=None, ge=0)
-    # Prompt tokens billed for one image as the imaging layer sends it (at most 1024 px a side).
-    image_tokens: int | None = Field(default=None, ge=0)
+    # How the provider bills an image in prompt tokens (`image_billing`).
+    image: ImageBilling | None = None
 
-    @property
-    def tokens_per_image(self) -> int:
-        return IMAGE_TOKENS_ESTIMATE if self.image_tokens is None else self.image_tokens
+    def image_tokens(self, image: ImageInput) -> int:
+        """Prompt tokens billed for `image` at its size and detail, by the model's rule."""
+        if self.image is None:
+            return IMAGE_TOKENS_ESTIMATE
+        if image.width is None or image.height is None:
+            # An image of unknown size is priced as the largest the imaging layer sends by default.
+            width, height = worst_case_size(self.image, DEFAULT_IMAGE_SIDE, image.detail)
+        else:
+            width, height = image.width, image.height
+        return image_tokens(self.image, width, height, image.detail)
 
     def cost(
         self, tokens_in: int, tokens_out: int, tokens_cached: int = 0, tokens_cache_write: int = 0
@@ -100,14 +111,21 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def prompt_tokens_estimate(request: LLMRequest, tokens_per_image: int = IMAGE_TOKENS_ESTIMATE) -> int:
-    """Estimated prompt tokens of a rendered request, images and per-message overhead included."""
+def prompt_tokens_estimate(request: LLMRequest, price: ModelPrice | None = None) -> int:
+    """Estimated prompt tokens of a rendered request, per-message overhead included, and its
+    images as `price`'s model bills them (`IMAGE_TOKENS_ESTIMATE` each without a price)."""
     return sum(
         estimate_tokens(m.content)
         + _MESSAGE_OVERHEAD_TOKENS
-        + tokens_per_image * len(m.images)
+        + sum(price.image_tokens(i) if price else IMAGE_TOKENS_ESTIMATE for i in m.images)
         for m in request.messages
     )
+
+
+def reservation_usd(request: LLMRequest, price: ModelPrice) -> float:
+    """What a call may cost at most, reserved against a budget before it is sent: its
+    estimated prompt (images by the model's billing rule) and an answer of max_tokens."""
+    return price.cost(prompt_tokens_estimate(request, price), request.params.max_tokens)
 
 
 class CostEstimate(BaseModel):
@@ -126,14 +144,14 @@ def estimate_cost(requests: Iterable[LLMRequest], prices: PriceTable) -> CostEst
     unpriced: set[str] = set()
     for request in requests:
         price = prices.price_for(request.provider, request.model)
-        prompt = prompt_tokens_estimate(request, (price or FREE).tokens_per_image)
+        prompt = prompt_tokens_estimate(request, price)
         estimate.requests += 1
         estimate.prompt_tokens += prompt
         estimate.max_output_tokens += request.params.max_tokens
         if price is None:
             unpriced.add(f"{request.provider}/{request.model}")
         else:
-            estimate.max_cost_usd += price.cost(prompt, request.params.max_tokens)
+            estimate.max_cost_usd += reservation_usd(request, price)
     estimate.unpriced_models = sorted(unpriced)
     return estimate
 

@@ -9,12 +9,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 CallStatus = Literal["ok", "failed"]
+ImageDetail = Literal["low", "high", "auto"]
+"""OpenAI's `detail` of an image: `low` is billed a fixed base, `high` by 512 px tiles."""
+# The longest side, in pixels, of the images the imaging layer sends unless a stage says otherwise.
+DEFAULT_IMAGE_SIDE = 1024
 
 
 class ImageInput(BaseModel):
     """An image attached to a message, already verified and re-encoded.
 
-    Only `sha256` enters the cache key; the bytes travel in `data_b64`.
+    `sha256` (and `detail`, when set) enter the cache key; the bytes travel in `data_b64`.
+    `width` and `height` are the encoded image's pixels, for pricing it by the provider's
+    billing rule (unknown sizes are priced as the largest image the imaging layer sends).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -22,6 +28,14 @@ class ImageInput(BaseModel):
     sha256: str
     media_type: str = "image/jpeg"
     data_b64: str = Field(repr=False)
+    width: int | None = None
+    height: int | None = None
+    detail: ImageDetail | None = None
+
+    def key(self) -> str | dict[str, str]:
+        """The image in a request fingerprint: its sha, with its detail when one is set (so
+        images sent without a detail keep the keys they always had)."""
+        return self.sha256 if self.detail is None else {"sha256": self.sha256, "detail": self.detail}
 
 
 class Message(BaseModel):
@@ -69,7 +83,7 @@ class LLMRequest(BaseModel):
             "provider": self.provider,
             "model": self.model,
             "messages": [
-                {"role": m.role, "content": m.content, "images": [i.sha256 for i in m.images]}
+                {"role": m.role, "content": m.content, "images": [i.key() for i in m.images]}
                 for m in self.messages
             ],
             "params": self.params.model_dump(),

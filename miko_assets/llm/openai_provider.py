@@ -17,7 +17,7 @@ import aiohttp
 import openai
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from miko_assets.llm.models import LLMRequest, Message
+from miko_assets.llm.models import ImageInput, LLMRequest, Message
 from miko_assets.llm.provider import (
     FINISH_CONTENT_FILTER,
     FINISH_LENGTH,
@@ -90,11 +90,13 @@ def _chat_message(message: Message) -> dict[str, Any]:
     if not message.images:
         return {"role": message.role, "content": message.content}
     parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
-    parts.extend(
-        {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data_b64}"}}
-        for i in message.images
-    )
+    parts.extend({"type": "image_url", "image_url": _image_url(i)} for i in message.images)
     return {"role": message.role, "content": parts}
+
+
+def _image_url(image: ImageInput) -> dict[str, str]:
+    url = {"url": f"data:{image.media_type};base64,{image.data_b64}"}
+    return url if image.detail is None else {**url, "detail": image.detail}
 
 
 def parse_chat_completion(body: Any) -> ProviderReply:

@@ -32,6 +32,7 @@ from miko_assets.llm.costs import (
     PriceTable,
     estimate_cost,
     prompt_tokens_estimate,
+    reservation_usd,
 )
 from miko_assets.llm.models import LLMRequest, LLMResponse, Message, sha256_text
 from miko_assets.llm.provider import (
@@ -411,8 +412,8 @@ class _Batch:
     async def _call(self, request: LLMRequest, key: str, request_json: str) -> _Outcome:
         """One call with pacing, retries and budget; a failure comes back as a failed outcome."""
         price = self.prices.price(request.provider, request.model)
-        prompt_tokens = prompt_tokens_estimate(request, price.tokens_per_image)
-        reserved = price.cost(prompt_tokens, request.params.max_tokens)
+        prompt_tokens = prompt_tokens_estimate(request, price)
+        reserved = reservation_usd(request, price)
         if not await self.budget.reserve(reserved):
             return self._failure(
                 request,

@@ -66,7 +66,7 @@ def caption_rows(
                     generator=OFFLINE_GENERATOR))
         else:
             try:
-                image = encode_for_api(post["image_path"])
+                image = encode_for_api(post["image_path"], max_side=run.config.image.max_side)
             except ImageError as exc:
                 _finish(row, run, KIND_NONE, None, run.lineage(
                     input_hash=input_hash, response=None, status="failed", error=str(exc)))

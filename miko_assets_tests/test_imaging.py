@@ -107,7 +107,7 @@ def test_empty_file_and_directory(tmp_path: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     assert inspect_image(empty).error == f"empty image file: {empty}"
-    assert inspect_image(tmp_path).error == f"not a file: {tmp_path}"
+    assert inspect_image(tmp_path).error == f"image path {tmp_path} is not a regular file (a directory)"
 
 
 @pytest.mark.parametrize("side", [100_000, 9_000])

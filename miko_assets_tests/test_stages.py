@@ -60,7 +60,7 @@ def test_captions_offline_path_says_what_it_is() -> None:
 
     described: list[str] = []
 
-    def describe(path: str) -> OfflineImageDescription:
+    def describe(path: str, root: str | None) -> OfflineImageDescription:
         described.append(path)
         return OfflineImageDescription(source="pixels", tags=(), method="test-tagger")
 

@@ -28,6 +28,7 @@ from miko_assets.annotate.models import (
     normalize_label,
 )
 from miko_assets.annotate.report import human_consensus
+from miko_assets.imaging.confine import confined_path
 
 # Control tag names in the labelling configs; an export's results are keyed by them.
 FROM_NAMES: dict[Stage, str] = {"plausibility": "plausible", "typicality": "typicality"}
@@ -74,9 +75,11 @@ def local_files_url(path: str | Path, document_root: str | Path) -> str:
     """The URL under which Label Studio's local-files storage serves `path`.
 
     Label Studio serves files below LOCAL_FILES_DOCUMENT_ROOT as
-    `/data/local-files/?d=<path relative to that root>`.
+    `/data/local-files/?d=<path relative to that root>`. Raises `UnsafeImagePath` for a path
+    that is not a regular file inside that root (see `confined_path`).
     """
-    relative = Path(path).resolve().relative_to(Path(document_root).resolve())
+    root = Path(document_root).resolve()
+    relative = confined_path(path, root).relative_to(root)
     return "/data/local-files/?d=" + quote(str(PurePosixPath(*relative.parts)))
 
 

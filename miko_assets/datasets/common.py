@@ -120,12 +120,16 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
-def image_file(images_dir: Path | None, name: str) -> str | None:
-    """Absolute path of an image inside `images_dir`, or None without an images dir.
+def image_fields(images_dir: Path | None, name: str) -> dict[str, str | None]:
+    """`image_path` (the name joined to `images_dir`) and `image_root` (the folder) of a post.
 
-    Existence is not checked here: the posts asset verifies images and records a reason.
+    Nothing is checked or opened here: the posts asset confines the path to the folder,
+    verifies the image and records a reason for any that is refused.
     """
-    return None if images_dir is None else str((images_dir / name).absolute())
+    if images_dir is None:
+        return {"image_path": None, "image_root": None}
+    root = images_dir.absolute()
+    return {"image_path": str(root / name), "image_root": str(root)}
 
 
 def parse_flag(value: Any) -> int | None:

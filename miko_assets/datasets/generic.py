@@ -25,7 +25,7 @@ from typing import Any
 
 from miko_assets.datasets.common import (
     dataset_name_from_path,
-    image_file,
+    image_fields,
     is_dataset_name,
     iter_csv,
     iter_lines,
@@ -90,7 +90,7 @@ def _record_post(
         source_id,
         "" if text is None else str(text),
         text_error="; ".join(errors) or None,
-        image_path=None if _blank(image) else image_file(image_root, str(image).strip()),
+        **image_fields(None if _blank(image) else image_root, str(image).strip()),
         label=label,
         metadata=metadata,
     )

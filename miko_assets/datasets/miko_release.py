@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from miko_assets.datasets.common import image_file, new_post, parse_flag, resolve_split
+from miko_assets.datasets.common import image_fields, new_post, parse_flag, resolve_split
 from miko_assets.datasets.post import Post
 
 DATASET = "miko_release"
@@ -66,7 +66,7 @@ def load_miko_release(path: Path, *, split: str | None = None, images_dir: Path 
             split,
             source_id,
             text,
-            image_path=image_file(images_dir, image),
+            **image_fields(images_dir, image),
             metadata={
                 "image": image,
                 "record_index": index,

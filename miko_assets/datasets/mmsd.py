@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from miko_assets.datasets.common import (
-    image_file,
+    image_fields,
     iter_lines,
     new_post,
     parse_flag,
@@ -125,7 +125,7 @@ def load_mmsd(
             source_id,
             text,
             text_error=line.error,
-            image_path=image_file(images_dir, f"{source_id}.jpg"),
+            **image_fields(images_dir, f"{source_id}.jpg"),
             label=parse_flag(label),
             labels=labels,
             metadata=metadata,

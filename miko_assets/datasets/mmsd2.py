@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from miko_assets.datasets.common import image_file, new_post, parse_flag, resolve_split
+from miko_assets.datasets.common import image_fields, new_post, parse_flag, resolve_split
 from miko_assets.datasets.post import Post
 
 DATASET = "mmsd2"
@@ -33,6 +33,6 @@ def load_mmsd2(path: Path, *, split: str | None = None, images_dir: Path | None 
             split,
             source_id,
             text,
-            image_path=image_file(images_dir, f"{source_id}.jpg"),
+            **image_fields(images_dir, f"{source_id}.jpg"),
             label=label,
         )

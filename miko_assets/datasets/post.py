@@ -24,6 +24,8 @@ class Post(BaseModel):
     text: str
     text_error: str | None = None
     image_path: str | None = None
+    # The folder the image must stay inside: the images dir given at ingest or the file's folder.
+    image_root: str | None = None
     label: int | None = Field(default=None, description="binary sarcasm label, 1 = sarcastic")
     labels: dict[str, Any] = Field(default_factory=dict, description="other labels of the source")
     metadata: dict[str, Any] = Field(default_factory=dict, description="source metadata")

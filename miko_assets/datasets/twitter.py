@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miko_assets.datasets.common import check_dataset_name, image_file, iter_lines, new_post, resolve_split
+from miko_assets.datasets.common import check_dataset_name, image_fields, iter_lines, new_post, resolve_split
 from miko_assets.datasets.post import Post
 
 IMGID_PREFIX = "IMGID:"
@@ -57,6 +57,6 @@ def load_twitter(
             tweet.image_id,
             " ".join(tweet.tokens),
             text_error="; ".join(tweet.errors) or None,
-            image_path=image_file(images_dir, f"{tweet.image_id}.jpg"),
+            **image_fields(images_dir, f"{tweet.image_id}.jpg"),
             metadata={"tokens": tweet.tokens, "ner_tags": tweet.tags},
         )

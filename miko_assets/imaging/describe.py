@@ -87,14 +87,15 @@ class OfflineImageDescription(BaseModel):
 
 def describe_image(
     path: str | Path,
+    root: str | Path | None = None,
     *,
     top_k: int = TOP_K,
     min_score: float = MIN_SCORE,
     tesseract_cmd: str = "tesseract",
     max_pixels: int = MAX_PIXELS,
 ) -> OfflineImageDescription:
-    """Tag and OCR an image file. Raises `ImageError` if the image cannot be used."""
-    image = flatten_to_rgb(load_image(path, max_pixels=max_pixels).image)
+    """Tag and OCR an image file inside `root`. Raises `ImageError` if the image cannot be used."""
+    image = flatten_to_rgb(load_image(path, root, max_pixels=max_pixels).image)
     ocr = read_text(image, tesseract_cmd=tesseract_cmd)
     return OfflineImageDescription(
         source="pixels",

@@ -32,6 +32,7 @@ def flatten_to_rgb(image: Image.Image) -> Image.Image:
 
 def encode_for_api(
     path: str | Path,
+    root: str | Path | None = None,
     max_side: int = DEFAULT_IMAGE_SIDE,
     quality: int = JPEG_QUALITY,
     max_pixels: int = MAX_PIXELS,
@@ -39,9 +40,10 @@ def encode_for_api(
     """Verified, EXIF-oriented RGB JPEG no larger than `max_side` on either side.
 
     The sha256 is of the encoded bytes (what the model sees), so it is stable across
-    re-runs. EXIF and other metadata are dropped. Raises `ImageError` for unusable images.
+    re-runs. EXIF and other metadata are dropped. Raises `ImageError` for unusable images
+    and for paths outside `root` (see `load_image`).
     """
-    image = flatten_to_rgb(load_image(path, max_pixels=max_pixels).image)
+    image = flatten_to_rgb(load_image(path, root, max_pixels=max_pixels).image)
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

@@ -11,6 +11,8 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
+from miko_assets.imaging.confine import UnsafeImagePath, read_confined
+
 # Social-media images are a few megapixels; anything far beyond is a decompression bomb or junk.
 MAX_PIXELS = 64_000_000
 
@@ -41,15 +43,21 @@ class LoadedImage:
     format: str | None
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """Read, verify, decode and orient an image; raise `ImageError` with the reason on failure."""
+def load_image(
+    path: str | Path, root: str | Path | None = None, max_pixels: int = MAX_PIXELS
+) -> LoadedImage:
+    """Read, verify, decode and orient an image; raise `ImageError` with the reason on failure.
+
+    The file must be a regular file inside `root` (the image folder of its post; by default
+    its own folder), see `confined_path`: an image path from data never reads anything else.
+    """
     p = Path(path)
-    if not p.exists():
-        raise ImageError(f"image file not found: {p}")
-    if not p.is_file():
-        raise ImageError(f"not a file: {p}")
     try:
-        data = p.read_bytes()
+        data = read_confined(p, root)
+    except UnsafeImagePath as exc:
+        raise ImageError(str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise ImageError(f"image file not found: {p}") from exc
     except OSError as exc:
         raise ImageError(f"cannot read image file {p}: {exc.strerror or exc}") from exc
     if not data:
@@ -88,10 +96,12 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     return LoadedImage(image=oriented, sha256=sha, format=fmt)
 
 
-def inspect_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+def inspect_image(
+    path: str | Path, root: str | Path | None = None, max_pixels: int = MAX_PIXELS
+) -> ImageInfo:
     """Describe an image file without ever raising: bad input gives `ok=False` and a reason."""
     try:
-        loaded = load_image(path, max_pixels=max_pixels)
+        loaded = load_image(path, root, max_pixels=max_pixels)
     except ImageError as exc:
         return ImageInfo(path=str(path), ok=False, error=str(exc))
     width, height = loaded.image.size

@@ -137,6 +137,7 @@ def _ingested_row(
         "text": post.text,
         "text_error": post.text_error,
         "image_path": post.image_path,
+        "image_root": post.image_root,
         "label": post.label,
         "labels_json": json.dumps(post.labels, ensure_ascii=False),
         "metadata_json": json.dumps(post.metadata, ensure_ascii=False, default=str),

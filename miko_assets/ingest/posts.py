@@ -14,7 +14,7 @@ from miko_assets.warehouse.warehouse import Warehouse
 MAX_TEXT_CHARS = 5_000
 
 # Carried from ingested_posts to posts unchanged.
-_CARRIED = ("batch", "post_id", "dataset", "split", "source_id", "label", "labels_json", "metadata_json")
+_CARRIED = ("batch", "post_id", "dataset", "split", "source_id", "label", "labels_json", "metadata_json", "image_root")
 
 
 def normalize_text(text: str) -> str:
@@ -79,7 +79,7 @@ def build_posts(
         image_path = _none_if_nan(row["image_path"])
         post["image_path"] = image_path
         if image_path:
-            info = inspect_image(image_path)
+            info = inspect_image(image_path, post["image_root"])
             if info.ok:
                 post.update(
                     image_sha256=info.sha256,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,12 @@ from miko_assets.annotate.labelstudio import AnnotationItem, build_tasks, labeli
 from miko_assets.annotate.models import Stage, intention_text_sha
 from miko_assets.annotate.report import AgreementReport
 from miko_assets.annotate.sampling import sample_for_annotation
+from miko_assets.imaging.confine import UnsafeImagePath
 from miko_assets.stages.key_info import usable_captions
 from miko_assets.warehouse.schema import ANNOTATION_TASKS
 from miko_assets.warehouse.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 SHARE_ENV = "MIKO_ANNOTATION_SHARE"
 SEED_ENV = "MIKO_ANNOTATION_SEED"
@@ -141,7 +145,13 @@ def _image_url(path: str | None, image_root: Path | None) -> str | None:
         return None
     if path.startswith(("http://", "https://")):
         return path
-    return local_files_url(path, image_root) if image_root else None
+    if image_root is None:
+        return None
+    try:
+        return local_files_url(path, image_root)
+    except (UnsafeImagePath, OSError) as exc:
+        log.warning("task image left out: %s", exc)
+        return None
 
 
 def write_export(items: Sequence[AnnotationItem], stage: Stage, out: Path) -> tuple[Path, Path]:

@@ -33,7 +33,7 @@ def caption_rows(
     posts: pd.DataFrame,
     run: StageRun,
     complete: Completer,
-    describe: Callable[[str], OfflineImageDescription] = describe_image,
+    describe: Callable[[str, str | None], OfflineImageDescription] = describe_image,
 ) -> pd.DataFrame:
     """One row per post: a description (kind `caption` or `offline_image_analysis`) or a reason."""
     offline = run.config.provider in OFFLINE_PROVIDERS
@@ -59,14 +59,16 @@ def caption_rows(
                     generator=OFFLINE_GENERATOR if offline else None))
         elif offline:
             try:
-                _offline(row, run, describe(post["image_path"]), input_hash)
+                _offline(row, run, describe(post["image_path"], present(post.get("image_root"))), input_hash)
             except ImageError as exc:
                 _finish(row, run, KIND_NONE, None, run.lineage(
                     input_hash=input_hash, response=None, status="failed", error=str(exc),
                     generator=OFFLINE_GENERATOR))
         else:
             try:
-                image = encode_for_api(post["image_path"], max_side=run.config.image.max_side)
+                image = encode_for_api(
+                    post["image_path"], present(post.get("image_root")), max_side=run.config.image.max_side
+                )
             except ImageError as exc:
                 _finish(row, run, KIND_NONE, None, run.lineage(
                     input_hash=input_hash, response=None, status="failed", error=str(exc)))

@@ -66,6 +66,8 @@ INGESTED_POSTS = Table(
         ("source_path", "VARCHAR"),
         ("ingest_id", "VARCHAR"),
         ("ingested_at", "TIMESTAMP"),
+        # The folder `image_path` must stay inside (NULL for rows ingested before it was kept).
+        ("image_root", "VARCHAR"),
     ),
     primary_key=("row_key",),
     indexes=(("batch",),),
@@ -92,6 +94,7 @@ POSTS = Table(
         ("image_error", "VARCHAR"),
         ("dagster_run_id", "VARCHAR"),
         ("created_at", "TIMESTAMP"),
+        ("image_root", "VARCHAR"),
     ),
     indexes=(("batch",), ("post_id",)),
 )

@@ -21,6 +21,7 @@ from miko_assets.distill.prompts import (
     prompts_dir,
     render,
 )
+from miko_assets.llm.endpoints import provider_endpoint
 from miko_assets.llm.models import (
     DEFAULT_IMAGE_SIDE,
     GenerationParams,
@@ -102,6 +103,8 @@ class StageConfig(BaseModel):
     params: GenerationParams
     prompts_dir: Path
     image: ImageSettings = ImageSettings()
+    # Where an OpenAI-compatible provider sends calls (normalised), part of each cache key.
+    endpoint: str | None = None
 
     def prompt(self) -> PromptTemplate:
         """The prompt template this configuration names."""
@@ -158,6 +161,7 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
         params=generation,
         prompts_dir=directory,
         image=image,
+        endpoint=provider_endpoint(settings["provider"], env),
         **settings,
     )
 
@@ -210,6 +214,7 @@ def build_request(
         params=config.params,
         output_schema=output_schema if structured else None,
         schema_name=schema_name if structured else None,
+        endpoint=config.endpoint,
     )
 
 

@@ -292,6 +292,7 @@ def request_from_json(request_json: str) -> LLMRequest:
         messages=messages,
         params=GenerationParams.model_validate(raw["params"]),
         output_schema=raw["output_schema"],
+        endpoint=raw.get("endpoint"),
     )
 
 

@@ -9,17 +9,21 @@ them with `put_many`.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from miko_assets.warehouse.schema import LLM_CALLS
-from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets.llm.models import canonical_json, sha256_text
+from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_CALLS, TABLES
+from miko_assets.warehouse.warehouse import Warehouse, history_table
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,10 @@ _SELECT_OK = (
     f"SELECT {', '.join(_COLUMNS)} FROM {LLM_CALLS.name} "
     "WHERE status = 'ok' AND call_id IN (SELECT unnest(?::VARCHAR[]))"
 )
+
+
+# Warehouses whose pre-endpoint `openai` rows this process has keyed already.
+_ENDPOINTS_KEYED: set[Path] = set()
 
 
 class CallRecord(BaseModel):
@@ -58,6 +66,7 @@ class CallRecord(BaseModel):
     dagster_run_id: str | None = None
     stage: str | None = None
     created_at: datetime
+    endpoint: str | None = None
 
 
 def utc_now() -> datetime:
@@ -107,6 +116,46 @@ class LLMCallCache:
                 con.unregister("incoming_calls")
         return len(unique)
 
+    def key_endpoints_once(self, endpoint: str) -> None:
+        """`key_unkeyed_endpoint_rows` the first time this warehouse is used by this process."""
+        if self.warehouse.path not in _ENDPOINTS_KEYED:
+            self.key_unkeyed_endpoint_rows(endpoint)
+            _ENDPOINTS_KEYED.add(self.warehouse.path)
+
+    def key_unkeyed_endpoint_rows(self, endpoint: str) -> int:
+        """Give `endpoint` to the `openai` rows cached before endpoints were part of the key.
+
+        Their request JSON gains the endpoint and their call id becomes the new key; every
+        column that refers to a call id (lineage, batch items) follows, in one transaction, so
+        lineage still finds its call. Returns how many rows were re-keyed (0 once done).
+        """
+        legacy = self.warehouse.rows(
+            f"SELECT call_id, request_json FROM {LLM_CALLS.name} "
+            "WHERE provider = 'openai' AND endpoint IS NULL"
+        )
+        if not legacy:
+            return 0
+        renames = {"old_id": [], "new_id": [], "new_json": []}
+        for old_id, request_json in legacy:
+            new_json = canonical_json({**json.loads(request_json), "endpoint": endpoint})
+            renames["old_id"].append(old_id)
+            renames["new_id"].append(sha256_text(new_json))
+            renames["new_json"].append(new_json)
+        with self.warehouse.connect() as con:
+            con.register("call_renames", pa.table(renames))
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    _rename_calls(con, endpoint)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.unregister("call_renames")
+        log.info("keyed %d cached openai calls by the endpoint %s", len(legacy), endpoint)
+        return len(legacy)
+
     def spent_usd(self, dagster_run_id: str) -> float:
         """What the calls recorded for a Dagster run cost."""
         rows = self.warehouse.rows(
@@ -114,6 +163,40 @@ class LLMCallCache:
             [dagster_run_id],
         )
         return float(rows[0][0])
+
+
+def _rename_calls(con: duckdb.DuckDBPyConnection, endpoint: str) -> None:
+    """Move `llm_calls` rows and every call-id reference from `old_id` to `new_id` (`call_renames`)."""
+    rest = [c for c in _COLUMNS if c not in ("call_id", "request_json", "endpoint")]
+    # A row already stored under the new key (made again after the upgrade) wins.
+    con.execute(
+        f"INSERT INTO {LLM_CALLS.name} (call_id, request_json, endpoint, {', '.join(rest)}) "
+        f"SELECT r.new_id, r.new_json, ?, {', '.join(f'c.{c}' for c in rest)} "
+        f"FROM {LLM_CALLS.name} c JOIN call_renames r ON c.call_id = r.old_id "
+        "ON CONFLICT (call_id) DO NOTHING",
+        [endpoint],
+    )
+    con.execute(f"DELETE FROM {LLM_CALLS.name} WHERE call_id IN (SELECT old_id FROM call_renames)")
+    con.execute(
+        f"UPDATE {LLM_BATCH_ITEMS.name} SET request_json = r.new_json FROM call_renames r "
+        f"WHERE {LLM_BATCH_ITEMS.name}.call_id = r.old_id"
+    )
+    for table, column in _call_id_references():
+        con.execute(
+            f"UPDATE {table} SET {column} = r.new_id FROM call_renames r WHERE {table}.{column} = r.old_id"
+        )
+
+
+def _call_id_references() -> list[tuple[str, str]]:
+    """(table, column) of every column outside `llm_calls` that holds an `llm_calls.call_id`."""
+    tables = [t for t in TABLES.values() if t.name != LLM_CALLS.name]
+    tables += [history_table(t) for t in tables if t.keeps_history]
+    return [
+        (t.name, c)
+        for t in tables
+        for c in t.column_names
+        if c == "call_id" or c.endswith("llm_call_id")
+    ]
 
 
 class CacheWriteError(RuntimeError):

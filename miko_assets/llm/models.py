@@ -69,9 +69,12 @@ class LLMRequest(BaseModel):
     params: GenerationParams = GenerationParams()
     output_schema: dict[str, Any] | None = None
     schema_name: str | None = None
+    # The normalised base URL of an OpenAI-compatible server (`llm.endpoints`); None for
+    # providers whose name fixes where calls go.
+    endpoint: str | None = None
 
     def cache_key(self) -> str:
-        """Content address: provider, model, messages (images by sha), params, schema."""
+        """Content address: provider, endpoint, model, messages (images by sha), params, schema."""
         return sha256_text(self.request_json())
 
     def request_json(self) -> str:
@@ -79,7 +82,10 @@ class LLMRequest(BaseModel):
         return canonical_json(self.fingerprint())
 
     def fingerprint(self) -> dict[str, Any]:
+        # Without an endpoint the key is the one requests had before endpoints were keyed.
+        where = {"endpoint": self.endpoint} if self.endpoint is not None else {}
         return {
+            **where,
             "provider": self.provider,
             "model": self.model,
             "messages": [

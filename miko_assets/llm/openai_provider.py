@@ -17,6 +17,7 @@ import aiohttp
 import openai
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from miko_assets.llm.endpoints import OPENAI_BASE_URL
 from miko_assets.llm.models import ImageInput, LLMRequest, Message
 from miko_assets.llm.provider import (
     FINISH_CONTENT_FILTER,
@@ -32,7 +33,6 @@ from miko_assets.llm.provider import (
 
 log = logging.getLogger(__name__)
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 _FINISH = {"length": FINISH_LENGTH, "content_filter": FINISH_CONTENT_FILTER}
 # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 but not gpt-5-chat) reject `max_tokens` and
 # any sampling parameter but the default: they take `max_completion_tokens` only.

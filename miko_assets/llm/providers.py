@@ -15,11 +15,8 @@ from collections.abc import Iterable, Mapping
 from pydantic import SecretStr
 
 from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSettings
-from miko_assets.llm.openai_provider import (
-    OPENAI_BASE_URL,
-    OpenAIProvider,
-    OpenAISettings,
-)
+from miko_assets.llm.endpoints import OPENAI_BASE_URL, normalize_endpoint, openai_base_url
+from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
 from miko_assets.llm.provider import Provider
 
 PROVIDER_NAMES = ("local", "openai", "anthropic")
@@ -32,9 +29,9 @@ class ProviderConfigError(ValueError):
 def build_provider(name: str, env: Mapping[str, str] = os.environ) -> Provider:
     """A new provider named `name`, configured from `env`."""
     if name == "openai":
-        base_url = env.get("MIKO_OPENAI_BASE_URL") or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        base_url = openai_base_url(env)
         key = env.get("OPENAI_API_KEY")
-        if not key and base_url.rstrip("/") == OPENAI_BASE_URL:
+        if not key and normalize_endpoint(base_url) == OPENAI_BASE_URL:
             raise ProviderConfigError(
                 "provider 'openai' needs OPENAI_API_KEY (or a local base URL)"
             )

@@ -265,6 +265,9 @@ class _Batch:
         self.tally.unique_requests = len(items)
 
         if self.cache is not None and items:
+            endpoints = {i.request.endpoint for i in items.values() if i.request.endpoint}
+            if endpoints:
+                await asyncio.to_thread(self.cache.key_endpoints_once, sorted(endpoints)[0])
             hits = await asyncio.to_thread(self.cache.get_many, list(items))
             for key, record in hits.items():
                 items[key].hit = record
@@ -546,6 +549,7 @@ class _Batch:
             dagster_run_id=self.dagster_run_id,
             stage=self.stage,
             created_at=utc_now(),
+            endpoint=request.endpoint,
         )
         return _Outcome(record, kind)
 
@@ -621,6 +625,7 @@ def reply_record(
         dagster_run_id=dagster_run_id,
         stage=stage,
         created_at=utc_now(),
+        endpoint=request.endpoint,
     )
     return record, kind
 

@@ -206,6 +206,8 @@ LLM_CALLS = Table(
         ("dagster_run_id", "VARCHAR"),
         ("stage", "VARCHAR"),
         ("created_at", "TIMESTAMP"),
+        # The normalised base URL of an OpenAI-compatible server (part of the key), else NULL.
+        ("endpoint", "VARCHAR"),
     ),
     primary_key=("call_id",),
 )

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, known_batches
+from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report, known_batches
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
 from miko_assets.warehouse.warehouse import Warehouse
@@ -15,6 +15,9 @@ class IngestConfig(dg.Config):
     split: str | None = None
     images: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    second_copy: bool = Field(
+        default=False, description="add posts already ingested under another split again, under this split"
+    )
 
 
 def register_batches(instance: dg.DagsterInstance, warehouse: Warehouse) -> list[str]:
@@ -30,13 +33,13 @@ def register_batches(instance: dg.DagsterInstance, warehouse: Warehouse) -> list
 def ingest_dataset(context: dg.OpExecutionContext, config: IngestConfig, warehouse: WarehouseResource) -> None:
     wh = warehouse.get()
     result = ingest_file(
-        wh, config.format, config.path, split=config.split, images_dir=config.images, batch_size=config.batch_size
+        wh, config.format, config.path, split=config.split, images_dir=config.images,
+        batch_size=config.batch_size, second_copy=config.second_copy,
     )
-    added = register_batches(context.instance, wh)
-    context.log.info(
-        f"read {result.rows_read} rows, added {result.rows_added}, "
-        f"{result.rows_already_ingested} already ingested; new partitions: {added or 'none'}"
-    )
+    register_batches(context.instance, wh)
+    for line in ingest_report(result):
+        context.log.info(line)
+    context.log.info(f"new partitions: {', '.join(result.new_batches) or 'none'}")
 
 
 @dg.job(description="Ingest a dataset file into post_batches partitions.")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from miko_assets.commands.common import open_warehouse
-from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file
+from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_BATCH_SIZE = 12
@@ -19,6 +19,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ingest.add_argument("--split", default=None)
     ingest.add_argument("--images", type=Path, default=None, help="folder holding the posts' images")
     ingest.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    ingest.add_argument(
+        "--second-copy", action="store_true",
+        help="add posts already ingested under another split again, under this split",
+    )
     ingest.set_defaults(run=_ingest)
 
     demo = commands.add_parser("demo", help="ingest the bundled sample and materialize every asset for it")
@@ -31,15 +35,14 @@ def _ingest(args: argparse.Namespace) -> int:
 
     warehouse = open_warehouse(args)
     result = ingest_file(
-        warehouse, args.format, args.path, split=args.split, images_dir=args.images, batch_size=args.batch_size
+        warehouse, args.format, args.path, split=args.split, images_dir=args.images,
+        batch_size=args.batch_size, second_copy=args.second_copy,
     )
     with open_instance() as instance:
-        added = register_batches(instance, warehouse)
-    print(
-        f"read {result.rows_read} rows from {result.source_path}: {result.rows_added} added, "
-        f"{result.rows_already_ingested} already ingested"
-    )
-    print(f"new partitions: {', '.join(added) if added else 'none'}")
+        register_batches(instance, warehouse)
+    for line in ingest_report(result):
+        print(line)
+    print(f"new partitions: {', '.join(result.new_batches) or 'none'}")
     return 0
 
 

@@ -11,23 +11,41 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel
 
 from miko_assets.datasets.post import Post
-from miko_assets.datasets.registry import load_posts
+from miko_assets.datasets.registry import LOADERS, load_posts
+from miko_assets.warehouse.schema import INGESTED_POSTS
 from miko_assets.warehouse.warehouse import Warehouse
 
 BATCH_KEY_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
 DEFAULT_BATCH_SIZE = 500
 
 
+class IngestRefused(ValueError):
+    """A file that is structurally wrong for its format (empty, no rows, no usable text).
+
+    Nothing of it is ingested; the message is one line that says what is wrong.
+    """
+
+
 class IngestResult(BaseModel):
+    """What one ingest did. `rows_added` includes the broken rows (`rows_set_aside`), which are
+    stored so that the posts stage lists them in `rejected_posts` with their reason."""
+
     ingest_id: str
     source_path: str
     rows_read: int
     rows_added: int
     rows_already_ingested: int
+    # Posts already ingested under another split, not added again (see `second_copy`).
+    rows_in_other_splits: int = 0
+    other_splits: list[str] = []
+    rows_set_aside: int = 0
+    set_aside_reasons: dict[str, int] = {}
     new_batches: list[str]
 
 
@@ -56,49 +74,84 @@ def row_key(post: Post, occurrence: int) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
 
 
+def content_key(dataset: str, source_id: str, occurrence: int, text: str) -> str:
+    """Identity of a post's content and source, whatever split it was ingested under."""
+    payload = json.dumps([dataset, source_id, occurrence, text], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
+
+
 def ingest_posts(
     warehouse: Warehouse,
     posts: Iterable[Post],
     *,
     source_path: str | Path,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    second_copy: bool = False,
 ) -> IngestResult:
-    """Record posts not seen before into new batches; re-ingesting the same rows adds nothing."""
+    """Record posts not seen before into new batches; re-ingesting the same rows adds nothing.
+
+    A post is known by its content and source (dataset, source id, text), not by its split:
+    posts already ingested under another split are counted in `rows_in_other_splits` and not
+    added, unless `second_copy` asks for them under this split too. Checking what is known,
+    numbering new batches and inserting happen in one transaction, so two ingests at once
+    wait for each other and neither adds what the other did.
+    """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     ingest_id = uuid.uuid4().hex
     occurrences: Counter[str] = Counter()
-    keyed: list[tuple[str, Post]] = []
+    keyed: list[tuple[str, str, Post]] = []
     for post in posts:
-        keyed.append((row_key(post, occurrences[post.post_id]), post))
+        occurrence = occurrences[post.post_id]
+        keyed.append(
+            (row_key(post, occurrence), content_key(post.dataset, post.source_id, occurrence, post.text), post)
+        )
         occurrences[post.post_id] += 1
-
-    known = _existing_row_keys(warehouse, [k for k, _ in keyed])
-    fresh = [(k, p) for k, p in keyed if k not in known]
 
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     rows: list[dict] = []
     new_batches: list[str] = []
-    next_number: dict[str, int] = {}
-    by_prefix: dict[str, list[tuple[str, Post]]] = {}
-    for key, post in fresh:
-        by_prefix.setdefault(batch_prefix(post.dataset, post.split), []).append((key, post))
-    for prefix, items in by_prefix.items():
-        next_number[prefix] = _next_batch_number(warehouse, prefix)
-        for start in range(0, len(items), batch_size):
-            batch = batch_key(prefix, next_number[prefix])
-            next_number[prefix] += 1
-            new_batches.append(batch)
-            for position, (key, post) in enumerate(items[start : start + batch_size]):
-                rows.append(_ingested_row(key, post, batch, position, str(source_path), ingest_id, now))
-
-    warehouse.append("ingested_posts", pd.DataFrame(rows))
+    with warehouse.transaction() as con:
+        _key_legacy_contents(con)
+        known_rows = _existing(con, "row_key", [k for k, _, _ in keyed])
+        known_contents = _existing(con, "content_key", [c for _, c, _ in keyed])
+        fresh, elsewhere = [], []
+        for key, content, post in keyed:
+            if key in known_rows:
+                continue
+            if content in known_contents and not second_copy:
+                elsewhere.append(content)
+                continue
+            fresh.append((key, content, post))
+        by_prefix: dict[str, list[tuple[str, str, Post]]] = {}
+        for item in fresh:
+            by_prefix.setdefault(batch_prefix(item[2].dataset, item[2].split), []).append(item)
+        for prefix, items in by_prefix.items():
+            number = _next_batch_number(con, prefix)
+            for start in range(0, len(items), batch_size):
+                batch = batch_key(prefix, number)
+                number += 1
+                new_batches.append(batch)
+                for position, (key, content, post) in enumerate(items[start : start + batch_size]):
+                    rows.append(
+                        _ingested_row(key, content, post, batch, position, str(source_path), ingest_id, now)
+                    )
+        other_splits = _splits_of(con, elsewhere)
+        if rows:
+            con.register("new_rows", pd.DataFrame(rows))
+            con.execute(f"INSERT INTO {INGESTED_POSTS.name} BY NAME SELECT * FROM new_rows")
+            con.unregister("new_rows")
+    broken = Counter(_reason_kind(row["text_error"]) for row in rows if row["text_error"])
     return IngestResult(
         ingest_id=ingest_id,
         source_path=str(source_path),
         rows_read=len(keyed),
         rows_added=len(rows),
-        rows_already_ingested=len(keyed) - len(rows),
+        rows_already_ingested=len(keyed) - len(rows) - len(elsewhere),
+        rows_in_other_splits=len(elsewhere),
+        other_splits=other_splits,
+        rows_set_aside=sum(broken.values()),
+        set_aside_reasons=dict(broken.most_common()),
         new_batches=new_batches,
     )
 
@@ -111,12 +164,57 @@ def ingest_file(
     split: str | None = None,
     images_dir: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    second_copy: bool = False,
 ) -> IngestResult:
-    """Load a dataset file with the loader for `format_name` and ingest its posts."""
+    """Load a dataset file with the loader for `format_name` and ingest its posts.
+
+    Raises `IngestRefused`, adding nothing, for an empty file, a file the format reads no
+    rows from, or one in which no row has usable text (the wrong format, no text field).
+    """
     path = Path(path).resolve()
     images = Path(images_dir).resolve() if images_dir else None
-    posts = load_posts(format_name, path, split=split, images_dir=images)
-    return ingest_posts(warehouse, posts, source_path=path, batch_size=batch_size)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.read_bytes().strip():
+        raise IngestRefused(f"{path} is empty: nothing to ingest")
+    try:
+        posts = list(load_posts(format_name, path, split=split, images_dir=images))
+    except (ValueError, UnicodeError) as exc:
+        if format_name not in LOADERS:
+            raise
+        raise IngestRefused(f"not a {format_name} file: {exc}") from exc
+    if not posts:
+        raise IngestRefused(f"read no posts from {path} as {format_name}: is it a {format_name} file?")
+    if all(post.text_error for post in posts):
+        raise IngestRefused(
+            f"no row of {path} has usable text when read as {format_name} "
+            f"(row 1: {posts[0].text_error}); check the format and that the file has a text field"
+        )
+    return ingest_posts(warehouse, posts, source_path=path, batch_size=batch_size, second_copy=second_copy)
+
+
+def ingest_report(result: IngestResult) -> list[str]:
+    """The lines `miko ingest` prints about an ingest (the partitions line is the caller's)."""
+    lines = [
+        f"read {result.rows_read} rows from {result.source_path}: {result.rows_added} added, "
+        f"{result.rows_already_ingested} already ingested"
+    ]
+    if result.rows_in_other_splits:
+        lines.append(
+            f"{result.rows_in_other_splits} posts were already ingested under split "
+            f"{', '.join(result.other_splits)} and were not added again "
+            "(pass --second-copy to add them under this split too)"
+        )
+    if result.rows_set_aside:
+        common = list(result.set_aside_reasons.items())[:5]
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in common)
+        if len(result.set_aside_reasons) > len(common):
+            reasons += "; ..."
+        lines.append(
+            f"{result.rows_set_aside} of the added rows were set aside as broken and will be listed "
+            f"in rejected_posts when their partition's posts are materialized: {reasons}"
+        )
+    return lines
 
 
 def known_batches(warehouse: Warehouse) -> list[str]:
@@ -124,10 +222,11 @@ def known_batches(warehouse: Warehouse) -> list[str]:
 
 
 def _ingested_row(
-    key: str, post: Post, batch: str, position: int, source_path: str, ingest_id: str, now: datetime
+    key: str, content: str, post: Post, batch: str, position: int, source_path: str, ingest_id: str, now: datetime
 ) -> dict:
     return {
         "row_key": key,
+        "content_key": content,
         "post_id": post.post_id,
         "batch": batch,
         "position": position,
@@ -147,21 +246,67 @@ def _ingested_row(
     }
 
 
-def _existing_row_keys(warehouse: Warehouse, keys: list[str]) -> set[str]:
+def _existing(con: duckdb.DuckDBPyConnection, column: str, keys: list[str]) -> set[str]:
+    """Those of `keys` already in `ingested_posts.<column>` (`row_key` or `content_key`)."""
     if not keys:
         return set()
-    found = warehouse.rows(
-        "SELECT row_key FROM ingested_posts WHERE row_key IN (SELECT unnest(?))", [keys]
-    )
+    found = con.execute(
+        f"SELECT DISTINCT {column} FROM {INGESTED_POSTS.name} WHERE {column} IN (SELECT unnest(?::VARCHAR[]))",
+        [keys],
+    ).fetchall()
     return {r[0] for r in found}
 
 
-def _next_batch_number(warehouse: Warehouse, prefix: str) -> int:
-    rows = warehouse.rows(
-        "SELECT DISTINCT batch FROM ingested_posts WHERE starts_with(batch, ?)", [prefix + "-"]
+def _splits_of(con: duckdb.DuckDBPyConnection, contents: list[str]) -> list[str]:
+    """The splits the posts with these content keys were ingested under."""
+    if not contents:
+        return []
+    found = con.execute(
+        f"SELECT DISTINCT split FROM {INGESTED_POSTS.name} WHERE content_key IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY split",
+        [contents],
+    ).fetchall()
+    return [r[0] for r in found]
+
+
+def _key_legacy_contents(con: duckdb.DuckDBPyConnection) -> None:
+    """Give rows ingested before content keys existed theirs (occurrence: order within their ingest)."""
+    if not con.execute(f"SELECT count(*) FROM {INGESTED_POSTS.name} WHERE content_key IS NULL").fetchone()[0]:
+        return
+    legacy = con.execute(
+        f"""
+        SELECT row_key, dataset, source_id, text, occurrence FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY ingest_id, dataset, source_id ORDER BY batch, position) - 1 AS occurrence
+            FROM {INGESTED_POSTS.name}
+        ) WHERE content_key IS NULL
+        """
+    ).fetchall()
+    if not legacy:
+        return
+    keys = pa.table({
+        "row_key": [r[0] for r in legacy],
+        "content_key": [content_key(r[1], r[2], r[4], r[3] or "") for r in legacy],
+    })
+    con.register("legacy_content_keys", keys)
+    con.execute(
+        f"UPDATE {INGESTED_POSTS.name} SET content_key = k.content_key FROM legacy_content_keys k "
+        f"WHERE {INGESTED_POSTS.name}.row_key = k.row_key"
     )
+    con.unregister("legacy_content_keys")
+
+
+def _next_batch_number(con: duckdb.DuckDBPyConnection, prefix: str) -> int:
+    rows = con.execute(
+        f"SELECT DISTINCT batch FROM {INGESTED_POSTS.name} WHERE starts_with(batch, ?)", [prefix + "-"]
+    ).fetchall()
     numbers = [int(b.rsplit("-", 1)[1]) for (b,) in rows if b.rsplit("-", 1)[1].isdigit()]
     return max(numbers, default=-1) + 1
+
+
+def _reason_kind(error: str) -> str:
+    """A row's problem without its line or row number, so that alike problems count together."""
+    return re.sub(r"\b(line|row|record) \d+", r"\1 N", error)
 
 
 def _slug(value: str) -> str:

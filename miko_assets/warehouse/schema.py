@@ -68,6 +68,8 @@ INGESTED_POSTS = Table(
         ("ingested_at", "TIMESTAMP"),
         # The folder `image_path` must stay inside (NULL for rows ingested before it was kept).
         ("image_root", "VARCHAR"),
+        # Dataset, source id, occurrence and text: the same post under any split.
+        ("content_key", "VARCHAR"),
     ),
     primary_key=("row_key",),
     indexes=(("batch",),),

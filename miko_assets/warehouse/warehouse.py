@@ -70,6 +70,27 @@ class Warehouse:
         with self.connect():
             yield
 
+    @contextmanager
+    def transaction(self, **relations: Any) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside one transaction, committed when the block ends and rolled back
+        if it raises. `relations` (DataFrames or Arrow tables) are registered under their
+        keyword names for the block, so SQL can read them (`INSERT ... SELECT * FROM name`)."""
+        self.ensure_schema()
+        with self.connect() as con:
+            for name, relation in relations.items():
+                con.register(name, relation)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                for name in relations:
+                    con.unregister(name)
+
     def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02

@@ -12,7 +12,7 @@ from miko_assets.distill.prompts import all_prompts
 from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
-from miko_assets.stages.common import StageRun, runner_completer
+from miko_assets.stages.common import StageRun, data_version, runner_completer
 from miko_assets.stages.staleness import stale_partitions
 from miko_assets.stages.versions import STAGE_UPSTREAM, StageSpec, current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.prompts import register_prompts
@@ -54,6 +54,7 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         wh.replace_partition(spec.asset, batch, rows, replaced_by_run=run_id, unchanged_key=_SAME_GENERATION[spec.asset])
         summary = summaries[0] if summaries else RunSummary()
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(data_version(rows)),
             metadata={
                 "provider": spec.config.provider,
                 "model": spec.config.model,

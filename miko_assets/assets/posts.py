@@ -6,6 +6,7 @@ from miko_assets.assets.metadata import counts, preview
 from miko_assets.ingest.posts import build_posts, earlier_owners
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
+from miko_assets.stages.common import content_hash, data_version
 
 
 @dg.asset(
@@ -24,6 +25,7 @@ def posts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
     wh.replace_partitions(batch, {"posts": post_rows, "rejected_posts": rejected})
     with_image = int(post_rows["image_sha256"].notna().sum()) if "image_sha256" in post_rows else 0
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(content_hash(data_version(post_rows), data_version(rejected))),
         metadata={
             "ingested_rows": len(ingested),
             "posts": len(post_rows),

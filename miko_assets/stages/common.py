@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+import pandas as pd
+
 from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
@@ -89,6 +91,21 @@ def response_failure(response: LLMResponse) -> str:
 
 def content_hash(*parts: Any) -> str:
     return sha256_text(canonical_json(list(parts)))[:16]
+
+
+# Columns that differ between two runs writing the same content.
+RUN_COLUMNS = frozenset({"dagster_run_id", "created_at"})
+
+
+def data_version(rows: pd.DataFrame) -> str:
+    """A version of a partition's content: the hash of its rows (in any order), leaving out
+    the run id and the time written, so a re-run that writes the same content gets the same one."""
+    columns = sorted(c for c in rows.columns if c not in RUN_COLUMNS)
+    records = sorted(
+        json.dumps([present(v) for v in record], ensure_ascii=False, default=str)
+        for record in rows[columns].itertuples(index=False, name=None)
+    )
+    return sha256_text(canonical_json([columns, records]))[:24]
 
 
 def json_object(value: Any) -> dict[str, Any]:

@@ -58,7 +58,10 @@ def _estimate(args: argparse.Namespace) -> int:
     else:
         fmt, path, images = "jsonl", SAMPLE_DIR / "posts.jsonl", SAMPLE_DIR / "images"
     posts = itertools.islice(load_posts(fmt, path, images_dir=images), args.sample)
-    sample = [SamplePost(p.text, Path(p.image_path) if p.image_path else None) for p in posts]
+    sample = [
+        SamplePost(p.text, Path(p.image_path) if p.image_path else None, Path(p.image_root) if p.image_root else None)
+        for p in posts
+    ]
     if not sample:
         raise ValueError(f"{path} holds no posts to render the prompts from")
 

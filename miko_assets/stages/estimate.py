@@ -58,10 +58,12 @@ LOW_DETAIL = ImageSettings(max_side=512, detail="low")
 
 @dataclass(frozen=True)
 class SamplePost:
-    """A post the prompts are rendered for: its text and, if it has one, its image file."""
+    """A post the prompts are rendered for: its text and, if it has one, its image file and the
+    folder that file must be inside (see `imaging.confine`)."""
 
     text: str
     image_path: Path | None = None
+    image_root: Path | None = None
 
 
 class AnswerLength(BaseModel):
@@ -254,7 +256,9 @@ def _caption_builder(
         if expected and post.image_path is not None:
             if post.image_path not in sent:
                 try:
-                    sent[post.image_path] = encode_for_api(post.image_path, max_side=image.max_side)
+                    sent[post.image_path] = encode_for_api(
+                        post.image_path, post.image_root, max_side=image.max_side
+                    )
                 except ImageError:
                     sent[post.image_path] = worst
             shown = sent[post.image_path]

@@ -101,19 +101,8 @@ class LLMCallCache:
         # Arrow rather than pandas: DuckDB scans it without holding the GIL, which the event
         # loop running the calls needs.
         frame = pa.table({c: [getattr(r, c) for r in unique] for c in _COLUMNS})
-        self.warehouse.ensure_schema()
-        with self.warehouse.connect() as con:
-            con.register("incoming_calls", frame)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    con.execute(_UPSERT)
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            finally:
-                con.unregister("incoming_calls")
+        with self.warehouse.transaction(incoming_calls=frame) as con:
+            con.execute(_UPSERT)
         return len(unique)
 
     def key_endpoints_once(self, endpoint: str) -> None:
@@ -141,18 +130,8 @@ class LLMCallCache:
             renames["old_id"].append(old_id)
             renames["new_id"].append(sha256_text(new_json))
             renames["new_json"].append(new_json)
-        with self.warehouse.connect() as con:
-            con.register("call_renames", pa.table(renames))
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    _rename_calls(con, endpoint)
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            finally:
-                con.unregister("call_renames")
+        with self.warehouse.transaction(call_renames=pa.table(renames)) as con:
+            _rename_calls(con, endpoint)
         log.info("keyed %d cached openai calls by the endpoint %s", len(legacy), endpoint)
         return len(legacy)
 

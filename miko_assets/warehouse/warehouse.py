@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,11 @@ _LOCK_MESSAGES = ("could not set lock", "conflicting lock", "database is locked"
 #   of intentions take 1-4 s instead of 0.6 s at the paper's scale. Without it, each write
 #   leaves its own small row group.
 _SETTINGS = ("SET index_scan_max_count = 256", "SET max_vacuum_tasks = 0")
+
+
+# Two threads of one process opening the same file at once can both try to attach it, and one
+# fails with "Unique file handle conflict" (DuckDB's database cache is not safe for this race).
+_CONNECT_LOCK = threading.Lock()
 
 
 class WarehouseLockTimeout(RuntimeError):
@@ -96,7 +102,8 @@ class Warehouse:
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                with _CONNECT_LOCK:
+                    return duckdb.connect(str(self.path))
             except duckdb.IOException as exc:
                 if not any(m in str(exc).lower() for m in _LOCK_MESSAGES):
                     raise

@@ -16,7 +16,7 @@ the n-th request carrying that same message gets step n (the last step repeats).
   filter     finish reason `content_filter` (Anthropic has none: answered as a refusal)
   refusal    an OpenAI `refusal` message (Anthropic: stop reason `refusal`)
   fill       `ok`, answering every property of the requested schema with a short text (for
-             stage prompts, whose schemas are not `{"answer": ...}`)
+             stage prompts, whose schemas are not `{"answer": ...}`); plain `ok` without a schema
 
 A request without a script is answered `ok`; `latency_ms` delays every answer. `GET /stats`
 returns the request count. Run it in a thread (`FakeLLMServer.start_in_thread`) or as a process
@@ -469,7 +469,7 @@ def _answer(body: dict[str, Any], step: str, wants_json: bool) -> str:
     echo = text_of(last["content"])[:40]
     if step == "length":
         return '{"answer": "cut off her'
-    if step == "fill":
+    if step == "fill" and (wants_json or body.get("tools")):
         return json.dumps({name: f"a short {name} answer" for name in _schema_of(body)["properties"]})
     return json.dumps({"answer": echo}) if wants_json else f"answer: {echo}"
 

@@ -1,17 +1,21 @@
-"""`miko batch submit | collect | status`: a stage's calls for one partition through a provider
-batch API at half the online price; collected answers serve the partition's materialization."""
+"""`miko batch submit | collect | status | backfill`: a stage's calls for one partition through a
+provider batch API at half the online price; collected answers serve the partition's
+materialization. `backfill` does all of it for many partitions and stages in one command."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
-from miko_assets.llm.models import LLMRequest, LLMResponse
 from miko_assets.llm.provider import ProviderError
 from miko_assets.stages.versions import GENERATION_STAGES
-from miko_assets.warehouse.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from miko_assets.stages.batch_backfill import Materialize
+    from miko_assets.warehouse.warehouse import Warehouse
 
 # Either name of a stage: its asset (`captions`) or its configuration (`caption`).
 _ASSET_OF = {name: asset for asset, stage in GENERATION_STAGES for name in (asset, stage)}
@@ -39,33 +43,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--pending", action="store_true", help="only the pending batches")
     status.set_defaults(run=_status)
 
-
-def partition_requests(warehouse: Warehouse, asset: str, partition: str) -> list[LLMRequest]:
-    """The requests the asset makes when it materializes `partition`, built by its own row
-    builder over the partition's rows, with a completer that records them and sends nothing."""
-    from miko_assets.stages.common import StageRun
-    from miko_assets.stages.versions import current_stage_specs, stage_inputs, stage_rows
-
-    spec = current_stage_specs()[asset]
-    inputs = stage_inputs(warehouse, asset, partition)
-    if inputs[0].empty:
-        raise LookupError(f"partition {partition!r} has no posts: materialize `posts` for it first")
-    recorded: list[LLMRequest] = []
-
-    def record(requests: Sequence[LLMRequest], validate: object = None) -> list[LLMResponse]:
-        recorded.extend(requests)
-        return [
-            LLMResponse(call_id=r.cache_key(), status="failed", error_kind="not_sent")
-            for r in requests
-        ]
-
-    stage_rows(asset)(*inputs, StageRun.start(spec.config, None, spec.code_version), record)
-    return recorded
+    backfill = actions.add_parser(
+        "backfill",
+        help="backfill partitions through the batch APIs: per stage, submit, wait and collect, then "
+        "materialize from the cache (says the cost online and in batch first)",
+    )
+    backfill.add_argument("--partition", action="append", help="a post_batches partition (default: all)")
+    backfill.add_argument(
+        "--asset", action="append", choices=[a for a, _ in GENERATION_STAGES], help="default: all three"
+    )
+    backfill.add_argument("--poll-s", type=float, default=60.0, help="seconds between polls of pending batches")
+    backfill.add_argument("--dry-run", action="store_true", help="print the cost and stop")
+    backfill.set_defaults(run=_backfill)
 
 
 def _submit(args: argparse.Namespace) -> int:
     from miko_assets.llm.batch import submit_batch
     from miko_assets.llm.batch_api import BATCH_PROVIDERS
+    from miko_assets.stages.batch_backfill import partition_requests
     from miko_assets.stages.versions import current_stage_specs
 
     asset = _ASSET_OF[args.stage]
@@ -128,3 +123,70 @@ def _status(args: argparse.Namespace) -> int:
             line += f"; last poll failed: {b.error}"
         print(f"{line}; submitted {b.created_at:%Y-%m-%d %H:%M} UTC")
     return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from miko_assets.ingest.batches import known_batches
+
+    warehouse = open_warehouse(args)
+    partitions = args.partition or known_batches(warehouse)
+    if not partitions:
+        raise LookupError("no partitions to backfill: ingest a dataset first")
+    assets = args.asset or [a for a, _ in GENERATION_STAGES]
+    return batch_backfill({asset: partitions for asset in assets}, warehouse, args.poll_s, args.dry_run)
+
+
+def batch_backfill(plan: dict[str, list[str]], warehouse: Warehouse, poll_s: float, dry_run: bool) -> int:
+    """Print what `plan` (asset -> partitions) costs online and in batch, then, unless `dry_run`,
+    route it through the batch APIs, materializing each stage in this process."""
+    from miko_assets.stages.batch_backfill import (
+        MaterializationFailed,
+        backfill_estimate,
+        describe_costs,
+        run_batch_backfill,
+    )
+
+    partitions = sorted({p for keys in plan.values() for p in keys})
+    print(describe_costs(backfill_estimate(warehouse, partitions), list(plan)))
+    if dry_run:
+        return 0
+    try:
+        outcomes = run_batch_backfill(warehouse, plan, _in_process_materializer(warehouse), poll_interval_s=poll_s)
+    except (MaterializationFailed, TimeoutError) as exc:
+        print(f"miko batch backfill: {exc}", file=sys.stderr)
+        return 1
+    spent = sum(o.batch_cost_usd for o in outcomes)
+    print(f"done: {', '.join(o.asset for o in outcomes)} materialized; ${spent:.4f} spent in batches")
+    return 0
+
+
+def _in_process_materializer(warehouse: Warehouse) -> Materialize:
+    """Materialize an asset's partitions one by one in this process, in the instance `dagster
+    dev` shows, against `warehouse`."""
+    import dagster as dg
+
+    from miko_assets.assets.distill import generation_assets
+    from miko_assets.assets.ingest import register_batches
+    from miko_assets.instance import open_instance
+    from miko_assets.resources import WarehouseResource, llm_resource_from_env
+    from miko_assets.stages.batch_backfill import MaterializationFailed
+
+    assets = {a.key.to_user_string(): a for a in generation_assets}
+    resources = {"warehouse": WarehouseResource(path=str(warehouse.path)), "llm": llm_resource_from_env()}
+
+    def materialize(asset: str, partitions: Sequence[str]) -> None:
+        with open_instance() as instance:
+            register_batches(instance, warehouse)
+            for partition in partitions:
+                result = dg.materialize(
+                    [assets[asset]], partition_key=partition, instance=instance, resources=resources,
+                    raise_on_error=False,
+                )
+                print(f"{asset} [{partition}] run {result.run_id}: {'ok' if result.success else 'FAILED'}")
+                if not result.success:
+                    raise MaterializationFailed(
+                        f"{asset} [{partition}] failed (run {result.run_id}); fix it and run the same "
+                        "command again: collected answers stay cached"
+                    )
+
+    return materialize

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from miko_assets.commands import annotate, batch, estimate, ingest, inspect
+from miko_assets.commands import annotate, batch, check, estimate, ingest, inspect
 
 # Each module adds its sub-commands; every sub-command sets `run(args) -> exit code`.
-COMMAND_MODULES = (ingest, inspect, annotate, batch, estimate)
+COMMAND_MODULES = (ingest, inspect, annotate, batch, estimate, check)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="miko", description=__doc__)
-    parser.add_argument("--warehouse", default=None, help="DuckDB file (default: $MIKO_WAREHOUSE or ./warehouse.duckdb)")
+    parser.add_argument("--warehouse", default=None, help="DuckDB file or ducklake: URL (default: $MIKO_WAREHOUSE or ./warehouse.duckdb)")
     commands = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_commands(commands)

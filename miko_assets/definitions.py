@@ -9,7 +9,7 @@ from miko_assets.assets.knowledge_base import knowledge_base, lineage_job
 from miko_assets.assets.llm_batches import llm_batch_collector
 from miko_assets.assets.posts import posts
 from miko_assets.assets.sarcasm import sarcasm_dataset, sarcasm_student
-from miko_assets.resources import WarehouseResource, default_warehouse_path, llm_resource_from_env
+from miko_assets.resources import llm_resource_from_env, warehouse_resource_from_env
 
 batch_assets = [posts, *generation_assets]
 
@@ -37,7 +37,7 @@ defs = dg.Definitions(
     asset_checks=staleness_checks,
     sensors=[llm_batch_collector],
     jobs=[ingest_job, annotation_job, evaluation_job, distill_job, knowledge_base_job, lineage_job, sarcasm_student_job],
-    resources={"warehouse": WarehouseResource(path=default_warehouse_path()), "llm": llm_resource_from_env()},
+    resources={"warehouse": warehouse_resource_from_env(), "llm": llm_resource_from_env()},
     # One process per run, not per step: a partition run has 4 assets and 3 checks, and each step
     # process would load the code location again (~6 s CPU). Measured by benchmarks/rehearsal.py,
     # that cost 5 minutes of orchestration per partition on 2 cores with 4 runs at once. Pools

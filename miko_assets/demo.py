@@ -56,7 +56,7 @@ def sample_batches(warehouse: Warehouse) -> list[str]:
 
 
 def print_summary(warehouse: Warehouse, batches: list[str]) -> None:
-    print(f"\nwarehouse {warehouse.path} (sample batches {', '.join(batches)})")
+    print(f"\nwarehouse {warehouse.describe()} (sample batches {', '.join(batches)})")
     for table in SUMMARY_TABLES:
         column = "rejected_part" if table == "rejected_posts" else "status" if table != "posts" else "'ok'"
         rows = warehouse.rows(

@@ -8,26 +8,40 @@ from pathlib import Path
 import dagster as dg
 
 from miko_assets.llm.runner import LLMRunner
+from miko_assets.warehouse.location import DATA_PATH_SETTING, DUCKLAKE_PREFIX, WAREHOUSE_SETTING, parse_location
 from miko_assets.warehouse.warehouse import Warehouse
 
 DEFAULT_WAREHOUSE = "warehouse.duckdb"
 
 
 def default_warehouse_path() -> str:
-    """`MIKO_WAREHOUSE`, else `warehouse.duckdb` in the current directory, as an absolute path."""
-    return str(Path(os.environ.get("MIKO_WAREHOUSE", DEFAULT_WAREHOUSE)).resolve())
+    """`MIKO_WAREHOUSE`, else `warehouse.duckdb` in the current directory, as an absolute path
+    (a `ducklake:` setting as it is)."""
+    value = os.environ.get(WAREHOUSE_SETTING, DEFAULT_WAREHOUSE)
+    return value if value.startswith(DUCKLAKE_PREFIX) else str(Path(value).resolve())
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file. Connections are opened per operation, never held across LLM calls."""
+    """The warehouse: a DuckDB file or a DuckLake (`path` is then the `ducklake:` URL and
+    `data_path` its data folder). Connections are opened per operation, never held across LLM calls."""
 
     path: str
+    data_path: str | None = None
     lock_timeout_s: float = 300.0
 
     def get(self) -> Warehouse:
-        warehouse = Warehouse(self.path, lock_timeout_s=self.lock_timeout_s)
+        warehouse = Warehouse(parse_location(self.path, self.data_path), lock_timeout_s=self.lock_timeout_s)
         warehouse.ensure_schema()
         return warehouse
+
+
+def warehouse_resource_from_env() -> WarehouseResource:
+    """A DuckLake URL may carry a password: it is then bound as a `dg.EnvVar`, which Dagster
+    never stores or shows."""
+    path = default_warehouse_path()
+    if path.startswith(DUCKLAKE_PREFIX):
+        return WarehouseResource(path=dg.EnvVar(WAREHOUSE_SETTING), data_path=dg.EnvVar(DATA_PATH_SETTING))
+    return WarehouseResource(path=path)
 
 
 class LLMResource(dg.ConfigurableResource):

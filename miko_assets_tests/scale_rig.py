@@ -70,13 +70,15 @@ def miko(workdir: Path, env: dict[str, str], *args: str, timeout_s: float = 1800
                           capture_output=True, text=True, timeout=timeout_s)
 
 
-def ingest(workdir: Path, env: dict[str, str], data: Path, images: Path, batch_size: int) -> list[str]:
-    """`miko ingest jsonl` the file into partitions of `batch_size`; returns the file's partition keys."""
+def ingest(workdir: Path, env: dict[str, str], data: Path, images: Path, batch_size: int,
+           warehouse: Warehouse | None = None) -> list[str]:
+    """`miko ingest jsonl` the file into partitions of `batch_size`; returns the file's partition keys
+    (read from `warehouse`, by default the workdir's file)."""
     done = miko(workdir, env, "ingest", "jsonl", str(data), "--split", "train", "--images", str(images),
                 "--batch-size", str(batch_size))
     if done.returncode != 0:
         raise RuntimeError(f"miko ingest failed: {done.stderr[-3000:]}")
-    warehouse = Warehouse(workdir / "warehouse.duckdb")
+    warehouse = warehouse or Warehouse(workdir / "warehouse.duckdb")
     return [b for (b,) in warehouse.rows(
         "SELECT DISTINCT batch FROM ingested_posts WHERE starts_with(batch, ?) ORDER BY batch", [f"{data.stem}-"])]
 

@@ -7,6 +7,9 @@ if command -v apt-get >/dev/null; then
   need=()
   command -v tesseract >/dev/null || need+=(tesseract-ocr)
   command -v chromium >/dev/null || need+=(chromium)
+  # Throwaway Postgres and Redis servers for the cluster test (deploy/cluster/).
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+  command -v redis-server >/dev/null || need+=(redis-server)
   if ((${#need[@]})); then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get update -q

@@ -11,6 +11,7 @@ import dagster as dg
 from miko_assets.llm.batch import collect_batches
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
+from miko_assets.warehouse.location import DUCKLAKE_PREFIX
 
 
 @dg.sensor(
@@ -25,7 +26,7 @@ from miko_assets.resources import WarehouseResource
 def llm_batch_collector(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    if not Path(warehouse.path).exists():
+    if not warehouse.path.startswith(DUCKLAKE_PREFIX) and not Path(warehouse.path).exists():
         return dg.SkipReason("no warehouse yet")
     summary = collect_batches(warehouse.get())
     runs = [

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 
 from miko_assets.llm.models import canonical_json, sha256_text
 from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_CALLS, TABLES
+from miko_assets.warehouse.location import WarehouseLocation
 from miko_assets.warehouse.warehouse import Warehouse, history_table
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,15 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "call_id")
     + f" WHERE {LLM_CALLS.name}.status <> 'ok'"
 )
+# A DuckLake has no keys (so no ON CONFLICT): drop the failed rows being replaced, insert the
+# calls not stored yet, in one transaction.
+_REPLACE_FAILED = (
+    f"DELETE FROM {LLM_CALLS.name} WHERE status <> 'ok' AND call_id IN (SELECT call_id FROM incoming_calls)"
+)
+_INSERT_NEW = (
+    f"INSERT INTO {LLM_CALLS.name} BY NAME SELECT * FROM incoming_calls "
+    f"WHERE call_id NOT IN (SELECT call_id FROM {LLM_CALLS.name})"
+)
 _SELECT_OK = (
     f"SELECT {', '.join(_COLUMNS)} FROM {LLM_CALLS.name} "
     "WHERE status = 'ok' AND call_id IN (SELECT unnest(?::VARCHAR[]))"
@@ -41,7 +50,7 @@ _SELECT_OK = (
 
 
 # Warehouses whose pre-endpoint `openai` rows this process has keyed already.
-_ENDPOINTS_KEYED: set[Path] = set()
+_ENDPOINTS_KEYED: set[WarehouseLocation] = set()
 
 
 class CallRecord(BaseModel):
@@ -101,15 +110,20 @@ class LLMCallCache:
         # Arrow rather than pandas: DuckDB scans it without holding the GIL, which the event
         # loop running the calls needs.
         frame = pa.table({c: [getattr(r, c) for r in unique] for c in _COLUMNS})
-        with self.warehouse.transaction(incoming_calls=frame) as con:
-            con.execute(_UPSERT)
+        statements = (_REPLACE_FAILED, _INSERT_NEW) if self.warehouse.is_ducklake else (_UPSERT,)
+
+        def upsert(con: duckdb.DuckDBPyConnection) -> None:
+            for sql in statements:
+                con.execute(sql)
+
+        self.warehouse.write(upsert, incoming_calls=frame)
         return len(unique)
 
     def key_endpoints_once(self, endpoint: str) -> None:
         """`key_unkeyed_endpoint_rows` the first time this warehouse is used by this process."""
-        if self.warehouse.path not in _ENDPOINTS_KEYED:
+        if self.warehouse.location not in _ENDPOINTS_KEYED:
             self.key_unkeyed_endpoint_rows(endpoint)
-            _ENDPOINTS_KEYED.add(self.warehouse.path)
+            _ENDPOINTS_KEYED.add(self.warehouse.location)
 
     def key_unkeyed_endpoint_rows(self, endpoint: str) -> int:
         """Give `endpoint` to the `openai` rows cached before endpoints were part of the key.
@@ -130,8 +144,7 @@ class LLMCallCache:
             renames["old_id"].append(old_id)
             renames["new_id"].append(sha256_text(new_json))
             renames["new_json"].append(new_json)
-        with self.warehouse.transaction(call_renames=pa.table(renames)) as con:
-            _rename_calls(con, endpoint)
+        self.warehouse.write(lambda con: _rename_calls(con, endpoint), call_renames=pa.table(renames))
         log.info("keyed %d cached openai calls by the endpoint %s", len(legacy), endpoint)
         return len(legacy)
 

@@ -79,7 +79,12 @@ def import_file(warehouse: Warehouse, kind: ImportKind, path: str | Path, run_id
         try:
             before = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0]
             con.register("incoming_annotations", frame)
-            con.execute("INSERT OR IGNORE INTO human_annotations BY NAME SELECT * FROM incoming_annotations")
+            # No INSERT OR IGNORE: a DuckLake warehouse has no keys.
+            con.execute(
+                "INSERT INTO human_annotations BY NAME "
+                "SELECT * FROM (SELECT DISTINCT ON (annotation_key) * FROM incoming_annotations) "
+                "WHERE annotation_key NOT IN (SELECT annotation_key FROM human_annotations)"
+            )
             con.execute(
                 "UPDATE human_annotations SET intention_text_sha = incoming.intention_text_sha "
                 "FROM incoming_annotations AS incoming "

@@ -1,22 +1,39 @@
-"""The DuckDB warehouse: short connections, lock retry, schema migration, atomic partition replace."""
+"""The warehouse: a DuckDB file or a DuckLake, behind one class: short connections, lock and
+conflict retry, schema migration, atomic partition replace."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import itertools
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
 
+from miko_assets.warehouse.location import (
+    CATALOG_KINDS,
+    DATA_PATH_SETTING,
+    WAREHOUSE_SETTING,
+    WarehouseConfigError,
+    WarehouseLocation,
+    attach_statement,
+    load_extension,
+    offline_config,
+    parse_location,
+    redact,
+)
 from miko_assets.warehouse.schema import SCHEMA, TABLES, Table
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LOCK_MESSAGES = ("could not set lock", "conflicting lock", "database is locked")
 # Per-instance DuckDB settings, applied on every open:
@@ -34,26 +51,60 @@ _SETTINGS = ("SET index_scan_max_count = 256", "SET max_vacuum_tasks = 0")
 # fails with "Unique file handle conflict" (DuckDB's database cache is not safe for this race).
 _CONNECT_LOCK = threading.Lock()
 
+# Raised when a change to schema.py cannot be applied by adding columns: a warehouse stamped
+# with a newer version is refused, an older one is migrated and stamped anew.
+SCHEMA_VERSION = 1
+_INFO_TABLE = "warehouse_info"
+_LAKE = "lake"
+
 
 class WarehouseLockTimeout(RuntimeError):
     """The file stayed locked by another process for longer than the configured timeout."""
 
 
-class Warehouse:
-    """One DuckDB file. Every operation opens a connection, does its work and closes it.
+class WarehouseConflictTimeout(RuntimeError):
+    """A DuckLake transaction kept conflicting with other writers for longer than the timeout."""
 
-    Only one process can hold the file open for writing, so connections are kept short and an
+
+class Warehouse:
+    """A DuckDB file or a DuckLake. Every operation opens a connection, does its work and closes it.
+
+    File: only one process can hold it open for writing, so connections are kept short and an
     open that fails on the file lock is retried with exponential backoff and jitter.
+    DuckLake (catalog in Postgres or SQLite, Parquet data in a shared folder): many processes on
+    many machines write at once; a transaction that conflicts with another writer's is rolled
+    back whole and run again. Each process attaches the lake once and hands out cursors.
     """
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 300.0) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | WarehouseLocation, lock_timeout_s: float = 300.0) -> None:
+        self.location = (
+            path if isinstance(path, WarehouseLocation)
+            else parse_location(str(path), os.environ.get(DATA_PATH_SETTING))
+        )
+        self.path = self.location.path
         self.lock_timeout_s = lock_timeout_s
         self._schema_ready = False
+
+    @property
+    def is_ducklake(self) -> bool:
+        return self.location.is_ducklake
+
+    def describe(self) -> str:
+        """Where the warehouse is, as a person may see it (no password)."""
+        return self.location.describe()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection with the `miko` schema on the search path; retried while the file is locked."""
+        if self.is_ducklake:
+            con = _attached_lake(self.location).cursor()
+            try:
+                con.execute(f"USE {_LAKE}.{SCHEMA}")
+                yield con
+            finally:
+                con.close()
+            return
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open_with_retry()
         try:
@@ -76,27 +127,6 @@ class Warehouse:
         with self.connect():
             yield
 
-    @contextmanager
-    def transaction(self, **relations: Any) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside one transaction, committed when the block ends and rolled back
-        if it raises. `relations` (DataFrames or Arrow tables) are registered under their
-        keyword names for the block, so SQL can read them (`INSERT ... SELECT * FROM name`)."""
-        self.ensure_schema()
-        with self.connect() as con:
-            for name, relation in relations.items():
-                con.register(name, relation)
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-            finally:
-                for name in relations:
-                    con.unregister(name)
-
     def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
@@ -117,15 +147,86 @@ class Warehouse:
     # -- schema ---------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create missing tables and add missing columns to existing ones (rows are kept)."""
-        if self._schema_ready:
+        """Create missing tables and add missing columns to existing ones (rows are kept).
+
+        Refuses, in one line, a warehouse stamped by a miko with a newer schema.
+        """
+        if self._schema_ready or (self.is_ducklake and self.location in _READY_LAKES):
             return
-        with self.connect() as con:
+
+        def migrate(con: duckdb.DuckDBPyConnection) -> None:
+            stamped = _check_stamp(con, self.location)
             for table in list(TABLES.values()):
-                _create_or_migrate(con, table)
+                _create_or_migrate(con, table, keys=not self.is_ducklake)
                 if table.keeps_history:
-                    _create_or_migrate(con, history_table(table))
+                    _create_or_migrate(con, history_table(table), keys=not self.is_ducklake)
+            if stamped != (str(SCHEMA_VERSION), _miko_version()):
+                _stamp(con)
+
+        self._retrying(migrate, {})
         self._schema_ready = True
+        if self.is_ducklake:
+            _READY_LAKES.add(self.location)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, **relations: Any) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside one transaction, committed when the block ends and rolled back
+        if it raises. `relations` (DataFrames or Arrow tables) are registered under their
+        keyword names for the block, so SQL can read them (`INSERT ... SELECT * FROM name`).
+
+        Not retried: on a DuckLake, where writers can conflict, write through `write()`."""
+        self.ensure_schema()
+        with self._transaction(**relations) as con:
+            yield con
+
+    def write(self, body: Callable[[duckdb.DuckDBPyConnection], T], **relations: Any) -> T:
+        """Run `body` in one transaction (as `transaction()`); when it conflicts with another
+        writer (DuckLake), run it again from the start, with exponential backoff and jitter,
+        until `lock_timeout_s`."""
+        self.ensure_schema()
+        return self._retrying(body, relations)
+
+    @contextmanager
+    def _transaction(self, **relations: Any) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            for name, relation in relations.items():
+                con.register(name, relation)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    with suppress(duckdb.Error):  # a failed statement may have ended it already
+                        con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                for name in relations:
+                    con.unregister(name)
+
+    def _retrying(self, body: Callable[[duckdb.DuckDBPyConnection], T], relations: dict[str, Any]) -> T:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        for attempt in itertools.count(1):
+            try:
+                with self._transaction(**relations) as con:
+                    return body(con)
+            except duckdb.TransactionException as exc:
+                # Another writer changed what this transaction read (DuckLake), or held the
+                # SQLite catalog at the moment of commit.
+                if not any(m in str(exc).lower() for m in ("conflict", *_LOCK_MESSAGES)):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseConflictTimeout(
+                        f"{self.describe()}: a write kept conflicting with other writers for "
+                        f"{self.lock_timeout_s:.0f}s ({attempt} attempts)"
+                    ) from None
+                log.info("warehouse write conflicted with another writer (attempt %d); retrying", attempt)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     # -- reads and writes -----------------------------------------------------------------
 
@@ -150,14 +251,7 @@ class Warehouse:
         self.ensure_schema()
         if frame.empty:
             return 0
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                _insert_frame(con, table, frame)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        self.write(lambda con: _insert_frame(con, table, frame))
         return len(frame)
 
     def replace_partition(
@@ -192,19 +286,27 @@ class Warehouse:
         """
         tables = [(TABLES[name], frame) for name, frame in frames.items()]
         self.ensure_schema()
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table, frame in tables:
-                    if table.keeps_history:
-                        _archive(con, table, batch, frame, replaced_by_run, unchanged_key)
-                    con.execute(f"DELETE FROM {table.name} WHERE batch = ?", [batch])
-                    if not frame.empty:
-                        _insert_frame(con, table, frame)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+
+        def replace(con: duckdb.DuckDBPyConnection) -> None:
+            for table, frame in tables:
+                if table.keeps_history:
+                    _archive(con, table, batch, frame, replaced_by_run, unchanged_key)
+                con.execute(f"DELETE FROM {table.name} WHERE batch = ?", [batch])
+                if not frame.empty:
+                    _insert_frame(con, table, frame)
+
+        self.write(replace)
+
+    def insert_new(self, table_name: str, frame: pd.DataFrame) -> int:
+        """Insert the rows whose primary key is not in the table yet; returns how many were new.
+
+        The same on both backends (DuckLake enforces no key, so no `INSERT OR IGNORE`).
+        """
+        table = TABLES[table_name]
+        self.ensure_schema()
+        if frame.empty:
+            return 0
+        return self.write(lambda con: _insert_new(con, table, frame))
 
 
 def history_table(table: Table) -> Table:
@@ -215,25 +317,26 @@ def history_table(table: Table) -> Table:
     )
 
 
-def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bool) -> None:
+    """`keys`: declare the primary key and indexes (a DuckLake supports neither)."""
     existing = {
         row[0]
         for row in con.execute(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?",
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
             [SCHEMA, table.name],
         ).fetchall()
     }
     if not existing:
         cols = ", ".join(f"{name} {ctype}" for name, ctype in table.columns)
-        pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if table.primary_key else ""
+        pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if table.primary_key and keys else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}{pk})")
     else:
         for name, ctype in table.columns:
             if name not in existing:
                 log.info("migrating %s: adding column %s %s", table.name, name, ctype)
                 con.execute(f"ALTER TABLE {table.name} ADD COLUMN {name} {ctype}")
-    for cols in table.indexes:
+    for cols in table.indexes if keys else ():
         index_name = f"idx_{table.name}_{'_'.join(cols)}"
         con.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.name} ({', '.join(cols)})")
 
@@ -245,6 +348,20 @@ def _insert_frame(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFr
     con.register("incoming_rows", frame)
     try:
         con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM incoming_rows")
+    finally:
+        con.unregister("incoming_rows")
+
+
+def _insert_new(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFrame) -> int:
+    key = ", ".join(table.primary_key)
+    con.register("incoming_rows", frame)
+    try:
+        before = con.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
+        con.execute(
+            f"INSERT INTO {table.name} BY NAME SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM incoming_rows) "
+            f"WHERE ({key}) NOT IN (SELECT ({key}) FROM {table.name})"
+        )
+        return con.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0] - before
     finally:
         con.unregister("incoming_rows")
 
@@ -273,3 +390,86 @@ def _archive(
     finally:
         if keep_out:
             con.unregister("unchanged_keys")
+
+
+# -- DuckLake: one attached lake per process, the schema stamp ---------------------------------
+
+_LAKES: dict[tuple[int, WarehouseLocation], duckdb.DuckDBPyConnection] = {}
+_LAKES_LOCK = threading.Lock()
+_READY_LAKES: set[WarehouseLocation] = set()
+
+
+def _attached_lake(location: WarehouseLocation) -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB with the lake attached (made once; a forked child makes its own)."""
+    key = (os.getpid(), location)
+    with _LAKES_LOCK:
+        con = _LAKES.get(key)
+        if con is None:
+            con = _LAKES[key] = _attach(location)
+        return con
+
+
+def _attach(location: WarehouseLocation) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config=offline_config())
+    kind = location.catalog_kind
+    assert kind in CATALOG_KINDS
+    load_extension(con, "ducklake")
+    load_extension(con, kind)
+    _check_data_path(location)
+    try:
+        con.execute(attach_statement(location, _LAKE))
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {_LAKE}.{SCHEMA}")
+    except duckdb.Error as exc:
+        con.close()
+        detail = " ".join(redact(str(exc)).split())
+        raise WarehouseConfigError(
+            f"{WAREHOUSE_SETTING}: cannot open the DuckLake {location.describe()}: {detail[:400]}"
+        ) from None
+    return con
+
+
+def _check_data_path(location: WarehouseLocation) -> None:
+    """A local data folder must be writable before any work starts (an object store is checked by its first write)."""
+    data = location.data_path or ""
+    if "://" in data:
+        return
+    folder = Path(data)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".miko-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WarehouseConfigError(
+            f"{DATA_PATH_SETTING}: cannot write to {data}: {exc.strerror or exc}"
+        ) from None
+
+
+def _miko_version() -> str:
+    try:
+        return importlib.metadata.version("miko")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_stamp(con: duckdb.DuckDBPyConnection, location: WarehouseLocation) -> tuple[str | None, str | None]:
+    """(schema version, miko version) the warehouse is stamped with; refuses a newer schema."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {_INFO_TABLE} (key VARCHAR, value VARCHAR)")
+    stamp = dict(con.execute(f"SELECT key, value FROM {_INFO_TABLE}").fetchall())
+    version = int(stamp.get("schema_version", 0))
+    if version > SCHEMA_VERSION:
+        setting = WAREHOUSE_SETTING if location.is_ducklake else "the warehouse file"
+        raise WarehouseConfigError(
+            f"{setting}: {location.describe()} was made by miko {stamp.get('miko_version', '?')} "
+            f"(warehouse schema {version}); this miko ({_miko_version()}) knows schema {SCHEMA_VERSION}: "
+            "upgrade miko or point the setting at another warehouse"
+        )
+    return stamp.get("schema_version"), stamp.get("miko_version")
+
+
+def _stamp(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"DELETE FROM {_INFO_TABLE}")
+    con.executemany(
+        f"INSERT INTO {_INFO_TABLE} VALUES (?, ?)",
+        [("schema_version", str(SCHEMA_VERSION)), ("miko_version", _miko_version())],
+    )

@@ -99,6 +99,7 @@ def dagster_cluster(workdir: Path, env: dict[str, str], workers: int = 2, concur
         commands[f"worker-{name}"] = [
             str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
             str(DEPLOY / "celery.yaml"), "-q", "dagster", "-n", f"worker-{name}", "-l", "INFO",
+            "-i", "miko_assets.definitions",
             "--", f"--concurrency={concurrency}",
         ]
     with ExitStack() as stack:

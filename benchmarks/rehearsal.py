@@ -8,6 +8,11 @@ it extrapolates the wall time linearly, and says so.
 
     python benchmarks/rehearsal.py --posts 20000 --batch-size 1000 --latency-ms 300 \
         --llm-concurrency 32 --fault-rate 0.02 --json-out artifacts/rehearsal.json
+
+`--cluster` runs the same backfill three times in one go: on the DuckDB file with `dagster dev`
+(the baseline), then on the cluster of deploy/cluster/ (DuckLake on Postgres, Celery on Redis,
+each on 127.0.0.1) with one worker and with two, each worker taking `--max-runs` runs at once
+and the `llm` pool sized to the workers; it reports posts/s of each and the ratios.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from miko_assets.devtools.cluster import cluster_env, cluster_services, dagster_cluster
+from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.dagster_dev import (
     dagster_dev,
@@ -212,6 +219,62 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
+def rehearse_cluster(args: argparse.Namespace, workdir: Path, workers: int) -> dict[str, Any]:
+    """The same backfill on `workers` Celery workers, a DuckLake on Postgres and Dagster on Postgres."""
+    workdir.mkdir(parents=True)
+    data, images = write_posts(workdir / "data", args.posts, args.image_share, args.seed, name="rehearsal")
+    options = ServerOptions(latency_ms=args.latency_ms, jitter_ms=args.latency_ms / 2, fault_rate=args.fault_rate,
+                            seed=args.seed, hang_s=args.timeout_s + 5)
+    with cluster_services(workdir / "services") as services, answer_server(options) as server:
+        base = distill_env(workdir, server.base_url, MIKO_LLM_CONCURRENCY=str(args.llm_concurrency),
+                           MIKO_LLM_TIMEOUT_S=str(args.timeout_s))
+        env = cluster_env(workdir, base, services)
+        warehouse = Warehouse(parse_location(env["MIKO_WAREHOUSE"], env["MIKO_WAREHOUSE_DATA"]))
+        t0 = time.perf_counter()
+        batches = ingest(workdir, env, data, images, args.batch_size, warehouse=warehouse)
+        ingest_s = time.perf_counter() - t0
+        slots = workers * args.max_runs
+        with dagster_cluster(workdir, env, workers=workers, concurrency=args.max_runs, max_runs=slots,
+                             llm_pool=slots) as cluster:
+            t0 = time.perf_counter()
+            backfill = launch_backfill(cluster.ui, DISTILL_ASSETS, batches)
+            status = wait_for_backfill(cluster.ui, backfill, timeout_s=args.max_hours * 3600)
+            wall = time.perf_counter() - t0
+            runs = backfill_runs(cluster.ui, backfill)
+            by_worker = {name: len(tasks) for name, tasks in cluster.tasks_by_worker().items()}
+        stats = server.stats()
+        return {
+            "workers": workers,
+            "runs_at_once_per_worker": args.max_runs,
+            "ingest_s": round(ingest_s, 1),
+            "backfill_status": status,
+            "runs_by_status": dict(Counter(r["status"] for r in runs)),
+            "runs_by_worker": by_worker,
+            "most_runs_at_once": overlapping_runs(runs),
+            "backfill_wall_s": round(wall, 1),
+            "posts_per_s": round(args.posts / wall, 2),
+            "requests_per_s": round(stats["requests"] / wall, 1),
+            "overhead_per_partition": _overhead(runs),
+            "integrity": integrity(warehouse),
+        }
+
+
+def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The file baseline, then one and two Celery workers, on the same posts and answer server settings."""
+    (workdir / "file").mkdir()
+    file_run = rehearse(args, workdir / "file")
+    one, two = (rehearse_cluster(args, workdir / f"cluster{n}", n) for n in (1, 2))
+    return {
+        "settings": file_run["settings"],
+        "file": {k: file_run[k] for k in ("backfill_status", "backfill_wall_s", "posts_per_s", "requests_per_s",
+                                           "most_runs_at_once", "overhead_per_partition", "integrity")},
+        "cluster_1_worker": one,
+        "cluster_2_workers": two,
+        "two_workers_over_one": round(two["posts_per_s"] / one["posts_per_s"], 2),
+        "one_worker_over_file": round(one["posts_per_s"] / file_run["posts_per_s"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=PAPER_POSTS)
@@ -227,13 +290,16 @@ def main() -> None:
     parser.add_argument("--max-hours", type=float, default=12.0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--cluster", action="store_true",
+                        help="compare the file with one and two Celery workers on a DuckLake (--max-runs per worker)")
     args = parser.parse_args()
+    run = compare if args.cluster else rehearse
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=False)
-        report = rehearse(args, args.workdir)
+        report = run(args, args.workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="miko-rehearsal-") as tmp:
-            report = rehearse(args, Path(tmp))
+            report = run(args, Path(tmp))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out is not None:

@@ -36,6 +36,7 @@ from miko_assets_tests.scale_rig import (
     failures_by_reason,
     ingest,
     integrity,
+    miko,
     overlapping_runs,
     write_posts,
 )
@@ -123,6 +124,9 @@ def _run_tags(rig: Rig, run_ids: list[str]) -> dict[str, dict[str, str]]:
 
 
 def test_two_workers_backfill_six_partitions_into_one_lake(rig: Rig) -> None:
+    checked = miko(rig.cluster.workdir, rig.cluster.env, "check")
+    assert checked.returncode == 0 and checked.stdout.count("ok   ") == 3, checked.stdout + checked.stderr
+    assert "CeleryRunLauncher" in checked.stdout and "ducklake:postgres:" in checked.stdout
     partitions = _ingest(rig, posts=48, batch_size=8, name="lake", seed=3)
     assert len(partitions) == 6
     started = time.monotonic()

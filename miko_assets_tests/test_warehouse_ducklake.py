@@ -4,6 +4,7 @@ conflicting writers retried, and settings that cannot work refused in one line."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -179,3 +180,26 @@ def test_passwords_never_show(tmp_path: Path) -> None:
     message = str(err.value)
     assert message.startswith("MIKO_WAREHOUSE: cannot open the DuckLake") and "s3cret" not in message
     assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_miko_check_names_each_unreachable_setting_in_one_line(tmp_path: Path) -> None:
+    """Nothing listens on port 1: the catalog's Postgres, Dagster's Postgres and Redis are all
+    unreachable, and each is one line naming its setting, with no password shown."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "cluster" / "dagster.yaml").read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "1",
+           "DAGSTER_PG_USER": "miko", "DAGSTER_PG_PASSWORD": "s3cret", "DAGSTER_PG_DB": "dagster",
+           "CELERY_BROKER_URL": "redis://:s3cret@127.0.0.1:1/0", "CELERY_RESULT_BACKEND": "redis://127.0.0.1:1/1",
+           "MIKO_WAREHOUSE": "ducklake:postgres:dbname=lake host=127.0.0.1 port=1 user=miko password=s3cret",
+           "MIKO_WAREHOUSE_DATA": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-m", "miko_assets.cli", "check"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("miko check: error: ") for line in lines), done.stdout
+    assert "MIKO_WAREHOUSE: cannot open the DuckLake" in lines[0]
+    assert "storage.postgres (DAGSTER_PG_HOST, DAGSTER_PG_PORT" in lines[1] and "Connection refused" in lines[1]
+    assert "run_launcher.config.broker (CELERY_BROKER_URL): cannot reach redis://:***@127.0.0.1:1/0" in lines[2]
+    assert "s3cret" not in done.stdout + done.stderr

@@ -68,10 +68,19 @@ class Cluster:
         return descendants(self.workers[name].pid)
 
 
-def write_instance(home: Path, workdir: Path, code_port: int) -> None:
-    """$DAGSTER_HOME with deploy/cluster/dagster.yaml, and a workspace pointing at the code server."""
+def write_instance(home: Path, workdir: Path, code_port: int, max_runs: int | None = None,
+                   llm_pool: int | None = None) -> None:
+    """$DAGSTER_HOME with deploy/cluster/dagster.yaml (and other run and `llm` pool limits, if
+    given), and a workspace pointing at the code server."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    if max_runs is not None or llm_pool is not None:
+        config = yaml.safe_load((home / "dagster.yaml").read_text())
+        if max_runs is not None:
+            config["concurrency"]["runs"]["max_concurrent_runs"] = max_runs
+        if llm_pool is not None:
+            config["concurrency"]["pools"]["default_limit"] = llm_pool
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     workspace = {"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": code_port, "location_name": LOCATION}}]}
     (workdir / "workspace.yaml").write_text(yaml.safe_dump(workspace))
 
@@ -83,10 +92,12 @@ def cluster_env(workdir: Path, base: dict[str, str], services: dict[str, str]) -
 
 @contextmanager
 def dagster_cluster(workdir: Path, env: dict[str, str], workers: int = 2, concurrency: int = 2,
-                    timeout_s: float = 240) -> Iterator[Cluster]:
-    """Code server, daemon, webserver and `workers` Celery workers, as on separate hosts."""
+                    max_runs: int | None = None, llm_pool: int | None = None,
+                    timeout_s: float = 600) -> Iterator[Cluster]:
+    """Code server, daemon, webserver and `workers` Celery workers (each running `concurrency`
+    runs at once), as on separate hosts."""
     code_port, web_port = free_port(), free_port()
-    write_instance(Path(env["DAGSTER_HOME"]), workdir, code_port)
+    write_instance(Path(env["DAGSTER_HOME"]), workdir, code_port, max_runs, llm_pool)
     bin_dir = Path(sys.executable).parent
     commands = {
         "code-server": [sys.executable, "-m", "dagster", "api", "grpc", "-h", "127.0.0.1", "-p", str(code_port),

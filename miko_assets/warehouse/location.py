@@ -26,7 +26,7 @@ CATALOG_KINDS = ("postgres", "sqlite")
 # DuckDB extension (as LOADed) -> the package that ships it for this DuckDB version.
 EXTENSION_PACKAGES = {"ducklake": "duckdb-extension-ducklake", "postgres": "duckdb-extension-postgres",
                       "sqlite": "duckdb-extension-sqlite"}
-_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 
 

@@ -27,6 +27,8 @@ _VERDICTS = ("is just perfect", "made my day", "could not be worse", "again, lov
              "broke my heart", "was amazing", "ruined everything", "is so relaxing", "never disappoints")
 _TAGS = ("#blessed", "#not", "#mondaymood", "#fail", "#win", "#sarcasm", "#happy", "#tired", "", "")
 IMAGE_POOL = 64
+# What a failure that outlasted its retries may be recorded as, given the answer server's fault kinds.
+FAULT_REASONS = {"rate_limited", "server_error", "timeout", "malformed_response", "invalid_output"}
 
 
 def write_posts(folder: Path, n: int, image_share: float, seed: int = 0, name: str = "synth") -> tuple[Path, Path]:

@@ -31,6 +31,7 @@ from miko_assets_tests.dagster_dev import launch_backfill, wait_for_backfill
 from miko_assets_tests.miko_answer_server import AnswerServer, ServerOptions, answer_server, fingerprint_hash
 from miko_assets_tests.scale_rig import (
     DISTILL_ASSETS,
+    FAULT_REASONS,
     backfill_runs,
     distill_env,
     failures_by_reason,
@@ -43,7 +44,6 @@ from miko_assets_tests.scale_rig import (
 
 pytestmark = pytest.mark.slow
 
-FAULT_REASONS = {"rate_limited", "server_error", "timeout", "malformed_response", "invalid_output"}
 TASK_TAG = "dagster-celery/task_id"
 
 

@@ -27,6 +27,7 @@ from miko_assets_tests.miko_answer_server import (
 )
 from miko_assets_tests.scale_rig import (
     DISTILL_ASSETS,
+    FAULT_REASONS,
     backfill_runs,
     distill_env,
     failures_by_reason,
@@ -39,8 +40,6 @@ from miko_assets_tests.scale_rig import (
 
 pytestmark = pytest.mark.slow
 
-# What a failure that outlasted its retries may be recorded as, given the server's fault kinds.
-FAULT_REASONS = {"rate_limited", "server_error", "timeout", "malformed_response", "invalid_output"}
 POSTS, BATCH_SIZE = 320, 80  # four partitions, about 800 requests
 
 

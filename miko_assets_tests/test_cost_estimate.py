@@ -57,7 +57,9 @@ def test_batch_and_low_detail_cut_gpt_4o_mini_to_under_a_fifth() -> None:
 
 
 def test_claude_compares_image_sizes_only() -> None:
-    estimate = estimate_teacher("anthropic/claude-haiku-4-5", sample_posts(), 1000, PriceTable.load(), {})
+    # A detail configured for OpenAI does not stop pricing Claude.
+    env = {"MIKO_CAPTION_IMAGE_DETAIL": "low"}
+    estimate = estimate_teacher("anthropic/claude-haiku-4-5", sample_posts(), 1000, PriceTable.load(), {}, env)
     assert [c.image for c in estimate.caption] == [ImageSettings(max_side=s) for s in (1024, 768, 512)]
     by_side = [c.prompt_tokens_per_post for c in estimate.caption]
     assert by_side == sorted(by_side, reverse=True)

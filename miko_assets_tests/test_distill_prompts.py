@@ -269,6 +269,10 @@ def test_image_settings_are_stage_configuration_and_change_the_code_version(
         config(MIKO_CAPTION_IMAGE_DETAIL="medium")
     with pytest.raises(PromptError, match="provider 'anthropic' has no detail setting"):
         config(MIKO_CAPTION_PROVIDER="anthropic")
+    # The environment can clear the file's detail.
+    assert config(MIKO_CAPTION_PROVIDER="anthropic", MIKO_CAPTION_IMAGE_DETAIL="none").image == ImageSettings(
+        max_side=512
+    )
     data["stages"]["caption"]["image"] = {"max_sde": 512}
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PromptError, match="max_sde"):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from miko_assets.distill.prompts import (
     PromptError,
@@ -53,12 +53,18 @@ _ENV_SETTINGS: dict[str, tuple[str, _Group]] = {
 
 class ImageSettings(BaseModel):
     """How a stage sends images: the longest side in pixels and, for OpenAI, the `detail`
-    (none: the provider's default, `auto`)."""
+    (none: the provider's default, `auto`; `MIKO_<STAGE>_IMAGE_DETAIL=none` clears a detail
+    set in the file)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_side: int = Field(default=DEFAULT_IMAGE_SIDE, ge=32, le=8000)
     detail: ImageDetail | None = None
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _none_word(cls, value: object) -> object:
+        return None if value == "none" else value
 
     def describe(self) -> str:
         """`1024 px` or `512 px, detail low`."""

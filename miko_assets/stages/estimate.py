@@ -152,6 +152,8 @@ def teacher_configs(teacher: str, env: Mapping[str, str] = os.environ) -> dict[s
     env = dict(env)
     for stage in STAGES:
         env[f"MIKO_{stage.upper()}_PROVIDER"], env[f"MIKO_{stage.upper()}_MODEL"] = provider, model
+        if provider not in DETAIL_PROVIDERS:  # a detail configured for OpenAI means nothing here
+            env[f"MIKO_{stage.upper()}_IMAGE_DETAIL"] = "none"
     return {stage: stage_config(stage, env) for stage in STAGES}
 
 

@@ -38,8 +38,6 @@ from typing import Any, TypeVar
 import duckdb
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from miko_assets.distill.caption import NO_CAPTION, build_caption_request
 from miko_assets.distill.config import StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import build_intentions_request

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,16 +30,15 @@ import aiohttp
 import duckdb
 import openai
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from miko_assets.devtools.fake_llm_server import fake_llm_process
 from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
 from miko_assets.llm.config import RunnerConfig
+from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message, sha256_text
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings, chat_payload
 from miko_assets.llm.providers import ProviderRegistry
-from miko_assets.llm.runner import LLMRunner, run_sync
+from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import start_process
 
 MODEL = "gpt-4o-mini"
 SYSTEM = "You distil the intentions behind social-media posts. Answer in one short sentence."
@@ -187,36 +185,31 @@ def main() -> None:
     parser.add_argument("--cached", type=int, default=10_000)
     args = parser.parse_args()
     latency_s = args.latency_ms / 1000
-    server, url = start_process(args.latency_ms)
-    base_url = f"{url}/v1"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            warehouse = Warehouse(Path(tmp) / "bench.duckdb")
-            warehouse.ensure_schema()
-            print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
-            for c in args.concurrency:
-                for transport in ("aiohttp", "sdk"):
-                    runner = layer(base_url, transport, warehouse, c)
-                    requests = make_requests(f"{transport}-{c}", args.requests)
-                    measure(f"layer ({transport})", c, latency_s, through_layer, runner, requests)
-                requests = make_requests(f"plain-{c}", args.requests)
-                measure("plain openai SDK", c, latency_s, plain_sdk, base_url, requests, c)
-                requests = make_requests(f"bare-{c}", args.requests)
-                measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
+    with fake_llm_process(args.latency_ms) as url, tempfile.TemporaryDirectory() as tmp:
+        base_url = f"{url}/v1"
+        warehouse = Warehouse(Path(tmp) / "bench.duckdb")
+        warehouse.ensure_schema()
+        print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
+        for c in args.concurrency:
+            for transport in ("aiohttp", "sdk"):
+                runner = layer(base_url, transport, warehouse, c)
+                requests = make_requests(f"{transport}-{c}", args.requests)
+                measure(f"layer ({transport})", c, latency_s, through_layer, runner, requests)
+            requests = make_requests(f"plain-{c}", args.requests)
+            measure("plain openai SDK", c, latency_s, plain_sdk, base_url, requests, c)
+            requests = make_requests(f"bare-{c}", args.requests)
+            measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
 
-            fixed_costs_per_batch(warehouse, args.requests)
+        fixed_costs_per_batch(warehouse, args.requests)
 
-            cached = make_requests("cached", args.cached)
-            runner = layer(base_url, "aiohttp", warehouse, max(args.concurrency))
-            through_layer(runner, cached)
-            started = time.perf_counter()
-            again = runner.run(cached)
-            elapsed = time.perf_counter() - started
-            assert again.summary.calls_made == 0 and again.summary.cache_hits == args.cached
-            print(f"cached re-run of {args.cached} requests: {elapsed:.2f} s, 0 calls made")
-    finally:
-        server.terminate()
-        server.wait(10)
+        cached = make_requests("cached", args.cached)
+        runner = layer(base_url, "aiohttp", warehouse, max(args.concurrency))
+        through_layer(runner, cached)
+        started = time.perf_counter()
+        again = runner.run(cached)
+        elapsed = time.perf_counter() - started
+        assert again.summary.calls_made == 0 and again.summary.cache_hits == args.cached
+        print(f"cached re-run of {args.cached} requests: {elapsed:.2f} s, 0 calls made")
 
 
 if __name__ == "__main__":

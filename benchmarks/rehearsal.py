@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,23 +33,19 @@ from typing import Any, Self
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from miko_assets.devtools.answer_server import (
+    AnswerServer,
+    ServerOptions,
+    answer_server,
+)
 from miko_assets.devtools.cluster import cluster_env, cluster_services, dagster_cluster
-from miko_assets.warehouse.location import parse_location
-from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import (
+from miko_assets.devtools.dagster_dev import (
     dagster_dev,
     launch_backfill,
     prepare_workdir,
     wait_for_backfill,
 )
-from miko_assets_tests.miko_answer_server import (
-    AnswerServer,
-    ServerOptions,
-    answer_server,
-)
-from miko_assets_tests.scale_rig import (
+from miko_assets.devtools.scale_rig import (
     DISTILL_ASSETS,
     backfill_runs,
     dagster_dev_pid,
@@ -63,6 +58,8 @@ from miko_assets_tests.scale_rig import (
     rss_bytes,
     write_posts,
 )
+from miko_assets.warehouse.location import parse_location
+from miko_assets.warehouse.warehouse import Warehouse
 
 PAPER_POSTS = 137_287
 LLM_STEPS = ("captions", "key_info", "intentions")

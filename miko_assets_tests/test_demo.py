@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from miko_assets.devtools.dagster_dev import prepare_workdir, project_env
 from miko_assets.distill.relations import RELATIONS
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import prepare_workdir, project_env
 
 pytestmark = pytest.mark.slow
 

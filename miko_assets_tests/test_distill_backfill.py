@@ -14,12 +14,18 @@ import pytest
 import yaml
 from PIL import Image
 
+from miko_assets.devtools.dagster_dev import (
+    dagster_dev,
+    launch_backfill,
+    prepare_workdir,
+    project_env,
+    reload_location,
+    wait_for_backfill,
+)
 from miko_assets.stages.staleness import stale_partitions
 from miko_assets.warehouse.lineage import intention_card
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import (
-    REPO, dagster_dev, launch_backfill, prepare_workdir, project_env, reload_location, wait_for_backfill,
-)
+from miko_assets_tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +49,7 @@ def _calls_by_stage(wh: Warehouse) -> dict[str, int]:
 def test_materialize_change_model_config_and_backfill_stale_partitions(tmp_path: Path) -> None:
     prepare_workdir(tmp_path)
     prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
+    shutil.copytree(REPO_ROOT / "prompts", prompts)
     env = project_env(tmp_path, MIKO_PROMPTS_DIR=str(prompts))
     images = tmp_path / "images"
     images.mkdir()

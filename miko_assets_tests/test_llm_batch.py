@@ -5,7 +5,6 @@ the cache at the batch price, and its failed items fall back to online calls."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 
 from miko_assets import cli
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm.batch import (
     BATCH_PRICE_FACTOR,
     COLLECTED,
@@ -31,19 +31,10 @@ from miko_assets.stages.common import StageRun, runner_completer
 from miko_assets.stages.versions import current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
-from miko_assets_tests.test_llm_runner import Answer, make_runner, request
+from miko_assets_tests.conftest import Answer, make_runner, request
 
 SECRET = "BATCHSECRET0123456789"
 KEYS = {"openai": f"sk-live-{SECRET}", "anthropic": f"sk-ant-api03-{SECRET}"}
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[FakeLLMServer, str]]:
-    fake = FakeLLMServer()
-    url = fake.start_in_thread()
-    yield fake, url
-    fake.stop()
 
 
 def provider_env(url: str) -> dict[str, str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.imaging.encode import encode_for_api
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
 from miko_assets.llm.costs import (
@@ -25,8 +25,7 @@ from miko_assets.llm.models import ImageDetail, ImageInput, Message
 from miko_assets.llm.providers import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
-from miko_assets_tests.test_llm_runner import (
+from miko_assets_tests.conftest import (
     Answer,
     make_provider,
     make_runner,
@@ -34,14 +33,6 @@ from miko_assets_tests.test_llm_runner import (
 )
 
 PRICEY = PriceTable(models={"pricey": ModelPrice(input=1000, output=2000, cached_input=100)})
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[FakeLLMServer, str]]:
-    fake = FakeLLMServer()
-    url = fake.start_in_thread()
-    yield fake, url
-    fake.stop()
 
 
 def test_price_table_lookup_and_cost() -> None:

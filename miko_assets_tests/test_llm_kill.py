@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.models import LLMRequest
 from miko_assets.llm.providers import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
-from miko_assets_tests.test_llm_runner import Answer, make_provider, request
+from miko_assets_tests.conftest import Answer, make_provider, request
+from miko_assets_tests.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 N = 60
 
 
@@ -50,8 +50,8 @@ def test_killed_batch_resumes_with_only_the_missing_calls(tmp_path: Path) -> Non
                 "-c",
                 f"from miko_assets_tests.test_llm_kill import child; child({url!r}, {db!r})",
             ],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
         deadline = time.monotonic() + 60
         while fake.requests < N // 2 and time.monotonic() < deadline and proc.poll() is None:

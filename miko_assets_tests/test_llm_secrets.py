@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm.providers import (
     ProviderConfigError,
     ProviderRegistry,
@@ -15,25 +15,21 @@ from miko_assets.llm.providers import (
 )
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
-from miko_assets_tests.test_llm_runner import Answer, make_runner, request
+from miko_assets_tests.conftest import Answer, make_runner, request
 
 SECRET = "TOPSECRET0123456789"
 OPENAI_KEY = f"sk-live-{SECRET}"
 ANTHROPIC_KEY = f"sk-ant-api03-{SECRET}"
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
-    fake = FakeLLMServer()
-    yield fake.start_in_thread()
-    fake.stop()
-
-
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
 def test_keys_stay_out_of_logs_rows_errors_and_reprs(
-    transport: str, url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    transport: str,
+    server: tuple[FakeLLMServer, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    url = server[1]
     caplog.set_level(logging.DEBUG)  # every logger, the SDKs' and HTTP clients' included
     env = {
         "OPENAI_API_KEY": OPENAI_KEY,

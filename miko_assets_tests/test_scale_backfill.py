@@ -11,21 +11,19 @@ from typing import Any
 
 import pytest
 
-from miko_assets.stages.failures import failed_partitions
-from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import (
-    dagster_dev,
-    launch_backfill,
-    prepare_workdir,
-    wait_for_backfill,
-)
-from miko_assets_tests.miko_answer_server import (
+from miko_assets.devtools.answer_server import (
     AnswerServer,
     ServerOptions,
     answer_server,
     fingerprint_hash,
 )
-from miko_assets_tests.scale_rig import (
+from miko_assets.devtools.dagster_dev import (
+    dagster_dev,
+    launch_backfill,
+    prepare_workdir,
+    wait_for_backfill,
+)
+from miko_assets.devtools.scale_rig import (
     DISTILL_ASSETS,
     FAULT_REASONS,
     backfill_runs,
@@ -37,6 +35,8 @@ from miko_assets_tests.scale_rig import (
     overlapping_runs,
     write_posts,
 )
+from miko_assets.stages.failures import failed_partitions
+from miko_assets.warehouse.warehouse import Warehouse
 
 pytestmark = pytest.mark.slow
 

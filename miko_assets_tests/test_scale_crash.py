@@ -17,20 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import (
-    dagster_dev,
-    launch_backfill,
-    prepare_workdir,
-    wait_for_backfill,
-)
-from miko_assets_tests.miko_answer_server import (
+from miko_assets.devtools.answer_server import (
     AnswerServer,
     ServerOptions,
     answer_server,
     fingerprint_hash,
 )
-from miko_assets_tests.scale_rig import (
+from miko_assets.devtools.dagster_dev import (
+    dagster_dev,
+    launch_backfill,
+    prepare_workdir,
+    wait_for_backfill,
+)
+from miko_assets.devtools.scale_rig import (
     DISTILL_ASSETS,
     backfill_runs,
     dagster_dev_pid,
@@ -43,6 +42,7 @@ from miko_assets_tests.scale_rig import (
     run_worker_pids,
     write_posts,
 )
+from miko_assets.warehouse.warehouse import Warehouse
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from miko_assets.devtools.dagster_dev import (
+    dagster_dev,
+    prepare_workdir,
+    project_env,
+)
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import REPO, dagster_dev, prepare_workdir, project_env
+from miko_assets_tests.paths import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium")
-ARTIFACTS = REPO / "artifacts"
+ARTIFACTS = REPO_ROOT / "artifacts"
 BATCH = "sample-sample-0000"
 GROUPS = ("ingest", "distill", "knowledge_base", "annotate", "sarcasm")
 ASSETS = (
@@ -33,8 +38,8 @@ def test_asset_graph_and_posts_materialization_in_browser(tmp_path: Path) -> Non
     env = project_env(tmp_path)
     ingest = subprocess.run(
         [sys.executable, "-m", "miko_assets.cli", "ingest", "jsonl",
-         str(REPO / "miko_assets/sample_data/posts.jsonl"), "--split", "sample", "--batch-size", "12",
-         "--images", str(REPO / "miko_assets/sample_data/images")],
+         str(REPO_ROOT / "miko_assets/sample_data/posts.jsonl"), "--split", "sample", "--batch-size", "12",
+         "--images", str(REPO_ROOT / "miko_assets/sample_data/images")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert ingest.returncode == 0, ingest.stderr

@@ -36,6 +36,7 @@ from miko_assets.llm.costs import (
     PriceTable,
     estimate_cost,
 )
+from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import (
     GenerationParams,
     ImageInput,
@@ -45,7 +46,7 @@ from miko_assets.llm.models import (
 )
 from miko_assets.llm.provider import ProviderError, ProviderReply, redact
 from miko_assets.llm.providers import ProviderConfigError
-from miko_assets.llm.runner import reply_record, run_sync
+from miko_assets.llm.runner import reply_record
 from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_BATCHES
 from miko_assets.warehouse.warehouse import Warehouse
 

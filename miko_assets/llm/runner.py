@@ -10,7 +10,6 @@ that stores it in `llm_calls` while the batch runs.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -18,9 +17,9 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -34,6 +33,7 @@ from miko_assets.llm.costs import (
     prompt_tokens_estimate,
     reservation_usd,
 )
+from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import LLMRequest, LLMResponse, Message, sha256_text
 from miko_assets.llm.provider import (
     FAILED_FINISHES,
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 Validator = type[BaseModel] | Callable[[str], Any]
 """A pydantic model the answer's JSON must match, or a callable that parses text or raises."""
-
-T = TypeVar("T")
 
 INVALID_OUTPUT = "invalid_output"
 BUDGET_EXCEEDED = "budget_exceeded"
@@ -158,39 +156,6 @@ class LLMRunner:
         """
         batch = _Batch(self, validator, dagster_run_id, stage)
         return await batch.run(requests)
-
-
-def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine on a new event loop (in a worker thread if this thread runs a loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _run_new_loop(factory)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(_run_new_loop, factory).result()
-
-
-def _run_new_loop(factory: Callable[[], Awaitable[T]]) -> T:
-    box: list[T] = []
-
-    async def main() -> None:
-        box.append(await factory())
-
-    # The result goes through `box`, not the task: on Python 3.11 the runner reprs its main
-    # task while restoring the SIGINT handler, and the repr of a large result costs seconds.
-    with asyncio.Runner(loop_factory=_new_event_loop()) as runner:
-        runner.run(main())
-    return box[0]
-
-
-def _new_event_loop() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop when it is installed (optional): it spends less CPU per call than asyncio's,
-    and client CPU is what limits throughput at high concurrency."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 @dataclass(slots=True)

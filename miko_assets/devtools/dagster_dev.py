@@ -1,4 +1,4 @@
-"""Start a real `dagster dev` (webserver + daemon) on 127.0.0.1 for tests, and talk GraphQL to it."""
+"""Start a real `dagster dev` (webserver + daemon) on 127.0.0.1 and talk GraphQL to it (tests, rehearsals)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from miko_assets.devtools.serving import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout this package runs from: its `dagster.yaml` and `workspace.yaml` configure the rig."""
 
 
 def project_env(workdir: Path, **extra: str) -> dict[str, str]:

@@ -15,8 +15,8 @@ from typing import Any
 
 from PIL import Image
 
+from miko_assets.devtools.dagster_dev import DagsterUI, project_env
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import DagsterUI, project_env
 
 GENERATION_STAGES = ("caption", "key_info", "intentions")
 DISTILL_ASSETS = ["posts", "captions", "key_info", "intentions"]

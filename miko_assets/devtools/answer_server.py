@@ -19,7 +19,7 @@ not), faults by kind and requests by stage; with `?hashes=1` also the completed 
 request hash (`request_hash` of the HTTP body; `fingerprint_hash` computes
 the same hash from an `llm_calls.request_json`).
 
-    python -m miko_assets_tests.miko_answer_server --latency-ms 100 --fault-rate 0.1 --seed 7
+    python -m miko_assets.devtools.answer_server --latency-ms 100 --fault-rate 0.1 --seed 7
 prints `READY <port>` once it listens on 127.0.0.1. Tests and benchmarks use `answer_server()`.
 """
 
@@ -33,7 +33,6 @@ import json
 import random
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -44,14 +43,10 @@ from typing import Any
 
 from aiohttp import web
 
+from miko_assets.devtools.fake_llm_server import error_for, prompt_tokens, text_of
+from miko_assets.devtools.serving import serve, server_process
 from miko_assets.distill.relations import RELATIONS
 from miko_assets.llm.models import canonical_json
-from miko_assets_tests.fake_llm_server import (
-    error_for,
-    prompt_tokens,
-    serve,
-    text_of,
-)
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed_body", "bad_answer")
 _POST_TEXT = re.compile(r'(?:Text|text)[^"]{0,20}"(.{1,400}?)"', re.DOTALL)
@@ -281,23 +276,12 @@ class AnswerServer:
 def answer_server(options: ServerOptions | None = None) -> Iterator[AnswerServer]:
     """Run the server in a child process on 127.0.0.1 (its CPU is not the client's); stopped on exit."""
     options = options or ServerOptions()
-    args = [sys.executable, "-m", "miko_assets_tests.miko_answer_server"]
+    args: list[str] = []
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
         args += [f"--{field.name.replace('_', '-')}", ",".join(value) if field.name == "faults" else str(value)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        if not line.startswith("READY "):
-            raise RuntimeError(f"the answer server did not start: {line!r}")
-        yield AnswerServer(process, f"http://127.0.0.1:{int(line.split()[1])}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with server_process("miko_assets.devtools.answer_server", *args) as (process, url):
+        yield AnswerServer(process, url)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ the n-th request carrying that same message gets step n (the last step repeats).
 
 A request without a script is answered `ok`; `latency_ms` delays every answer. `GET /stats`
 returns the request count. Run it in a thread (`FakeLLMServer.start_in_thread`) or as a process
-(`python -m miko_assets_tests.fake_llm_server --latency-ms 100`, prints `READY <port>`), so its
+(`python -m miko_assets.devtools.fake_llm_server --latency-ms 100`, prints `READY <port>`), so its
 CPU does not count against a client being measured.
 
 Batch APIs: OpenAI Batch (`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches/{id}`,
@@ -38,18 +38,18 @@ import asyncio
 import json
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
+from miko_assets.devtools.serving import bound_socket, serve, server_process
+
 _SCRIPT = re.compile(r"script=([a-z0-9,]+)")
-_REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeLLMServer:
@@ -382,25 +382,13 @@ class FakeLLMServer:
         await web.SockSite(self._runner, sock).start()
 
 
-def start_process(latency_ms: float = 0.0) -> tuple[subprocess.Popen[str], str]:
-    """Start the server in a child process; returns it and its base URL once it listens."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "miko_assets_tests.fake_llm_server",
-            "--latency-ms",
-            str(latency_ms),
-        ],
-        cwd=_REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+@contextmanager
+def fake_llm_process(latency_ms: float = 0.0) -> Iterator[str]:
+    """Run the server in a child process; yields its base URL once it listens, stops it on exit."""
+    with server_process(
+        "miko_assets.devtools.fake_llm_server", "--latency-ms", str(latency_ms)
+    ) as (_, url):
+        yield url
 
 
 def _credential(request: web.Request) -> str:
@@ -498,33 +486,11 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, chars // 4)
 
 
-def bound_socket() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
     serve(FakeLLMServer(latency_ms=args.latency_ms).app())
-
-
-def serve(app: web.Application, **run_app_options: Any) -> None:
-    """Serve `app` on a free port of 127.0.0.1, printing `READY <port>` once it listens."""
-    sock = bound_socket()
-    sock.listen(1024)
-    print(f"READY {sock.getsockname()[1]}", flush=True)
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    web.run_app(app, sock=sock, access_log=None, print=None, loop=loop, **run_app_options)
 
 
 if __name__ == "__main__":

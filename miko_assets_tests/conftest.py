@@ -1,0 +1,88 @@
+"""What the LLM tests share: the fault-injecting fake server, a warehouse, and runners and
+requests set up for it (short timeouts and backoff, so faults play out in milliseconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
+from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSettings
+from miko_assets.llm.config import RunnerConfig
+from miko_assets.llm.models import GenerationParams, LLMRequest, Message
+from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
+from miko_assets.llm.provider import Provider
+from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.runner import LLMRunner
+from miko_assets.warehouse.warehouse import Warehouse
+
+OPENAI_KEY = "sk-test-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+
+
+class Answer(BaseModel):
+    """The structured answer the fake server gives (`{"answer": ...}`)."""
+
+    answer: str
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FakeLLMServer, str]]:
+    """The fake server in a thread of this process, and its base URL."""
+    fake = FakeLLMServer()
+    url = fake.start_in_thread()
+    yield fake, url
+    fake.stop()
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "w.duckdb")
+
+
+def make_provider(kind: str, url: str, key: str | None = None) -> Provider:
+    """`openai` (aiohttp transport), `openai-sdk` or `anthropic`, pointed at the fake at `url`."""
+    if kind == "anthropic":
+        return AnthropicProvider(
+            AnthropicSettings(api_key=SecretStr(key or ANTHROPIC_KEY), base_url=url)
+        )
+    transport = "sdk" if kind == "openai-sdk" else "aiohttp"
+    return OpenAIProvider(
+        OpenAISettings(
+            base_url=f"{url}/v1", api_key=SecretStr(key or OPENAI_KEY), transport=transport
+        )
+    )
+
+
+def make_runner(provider: Provider, warehouse: Warehouse | None, **config: object) -> LLMRunner:
+    """A runner with test timings (0.3 s timeout, 3 attempts, ms backoff); `config` overrides."""
+    settings = {
+        "timeout_s": 0.3,
+        "max_attempts": 3,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "flush_interval_s": 0.1,
+        "concurrency": 8,
+    }
+    settings.update(config)
+    return LLMRunner(
+        ProviderRegistry(env={}, providers=[provider]), warehouse, config=RunnerConfig(**settings)
+    )
+
+
+def request(provider: str, text: str, schema: bool = True, model: str | None = None) -> LLMRequest:
+    """A two-message request; with `schema` it asks for an `Answer`."""
+    return LLMRequest(
+        provider=provider,
+        model=model or ("claude-3-5-haiku" if provider == "anthropic" else "gpt-4o-mini"),
+        messages=(
+            Message(role="system", content="You answer in JSON."),
+            Message(role="user", content=text),
+        ),
+        params=GenerationParams(temperature=0.0, max_tokens=50),
+        output_schema=Answer.model_json_schema() if schema else None,
+        schema_name="Answer" if schema else None,
+    )

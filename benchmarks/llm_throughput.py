@@ -36,7 +36,7 @@ from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message, sha256_text
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings, chat_payload
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 

@@ -14,8 +14,8 @@ from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSetti
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
-from miko_assets.llm.provider import Provider
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_interface import Provider
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 

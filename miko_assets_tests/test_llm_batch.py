@@ -24,7 +24,7 @@ from miko_assets.llm.batch import (
 )
 from miko_assets.llm.costs import PriceTable
 from miko_assets.llm.models import ImageInput, LLMRequest, Message
-from miko_assets.llm.providers import ProviderConfigError, ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderConfigError, ProviderRegistry
 from miko_assets.llm.runner import LLMRunner, RunSummary
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.common import StageRun, runner_completer

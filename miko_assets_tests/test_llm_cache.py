@@ -15,9 +15,10 @@ from miko_assets.llm.cache import (
     utc_now,
 )
 from miko_assets.llm.models import LLMRequest, Message
-from miko_assets.llm.provider import ProviderReply
-from miko_assets.llm.providers import ProviderRegistry
-from miko_assets.llm.runner import LLMRunner, reply_record
+from miko_assets.llm.provider_interface import ProviderReply
+from miko_assets.llm.provider_registry import ProviderRegistry
+from miko_assets.llm.records import reply_record
+from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 
 

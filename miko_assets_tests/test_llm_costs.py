@@ -22,7 +22,7 @@ from miko_assets.llm.costs import (
 )
 from miko_assets.llm.image_billing import image_tokens, worst_case_size
 from miko_assets.llm.models import ImageDetail, ImageInput, Message
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.conftest import (

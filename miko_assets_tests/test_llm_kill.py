@@ -12,7 +12,7 @@ from pathlib import Path
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.models import LLMRequest
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.conftest import Answer, make_provider, request

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 

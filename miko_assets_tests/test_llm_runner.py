@@ -12,7 +12,7 @@ import pytest
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
 from miko_assets.llm.models import ImageInput, Message
-from miko_assets.llm.runner import json_candidate, validate_answer
+from miko_assets.llm.validation import json_candidate, validate_answer
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.conftest import Answer, make_provider, make_runner, request
 

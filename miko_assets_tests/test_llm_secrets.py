@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
-from miko_assets.llm.providers import (
+from miko_assets.llm.provider_registry import (
     ProviderConfigError,
     ProviderRegistry,
     build_provider,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from miko_assets.llm.local import ENV_MODEL_PATH, LocalLlamaProvider, default_gguf_path
 from miko_assets.llm.models import GenerationParams, ImageInput, LLMRequest, Message
-from miko_assets.llm.provider import Provider, ProviderError, ProviderReply
+from miko_assets.llm.provider_interface import Provider, ProviderError, ProviderReply
 
 pytestmark = pytest.mark.slow
 

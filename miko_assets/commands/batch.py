@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
-from miko_assets.llm.provider import ProviderError
+from miko_assets.llm.provider_interface import ProviderError
 from miko_assets.stages.versions import GENERATION_STAGES
 
 if TYPE_CHECKING:

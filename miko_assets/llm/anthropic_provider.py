@@ -15,7 +15,7 @@ import anthropic
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from miko_assets.llm.models import LLMRequest, Message
-from miko_assets.llm.provider import (
+from miko_assets.llm.provider_interface import (
     FINISH_LENGTH,
     FINISH_REFUSAL,
     FINISH_STOP,

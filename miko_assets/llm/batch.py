@@ -44,9 +44,9 @@ from miko_assets.llm.models import (
     Message,
     sha256_text,
 )
-from miko_assets.llm.provider import ProviderError, ProviderReply, redact
-from miko_assets.llm.providers import ProviderConfigError
-from miko_assets.llm.runner import reply_record
+from miko_assets.llm.provider_interface import ProviderError, ProviderReply, redact
+from miko_assets.llm.provider_registry import ProviderConfigError
+from miko_assets.llm.records import reply_record
 from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_BATCHES
 from miko_assets.warehouse.warehouse import Warehouse
 

@@ -32,14 +32,14 @@ from miko_assets.llm.openai_provider import (
     chat_payload,
     parse_chat_completion,
 )
-from miko_assets.llm.provider import (
+from miko_assets.llm.provider_interface import (
     ProviderError,
     ProviderReply,
     error_body_message,
     error_from_status,
     redact,
 )
-from miko_assets.llm.providers import ProviderConfigError, build_provider
+from miko_assets.llm.provider_registry import ProviderConfigError, build_provider
 
 BATCH_PROVIDERS = ("openai", "anthropic")
 

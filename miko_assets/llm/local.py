@@ -26,7 +26,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
 
 from miko_assets.llm.models import LLMRequest
-from miko_assets.llm.provider import ProviderError, ProviderReply
+from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 
 ENV_MODEL_PATH = "MIKO_LOCAL_MODEL_PATH"
 DEFAULT_N_CTX = 2048

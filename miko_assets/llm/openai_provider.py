@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from miko_assets.llm.endpoints import OPENAI_BASE_URL
 from miko_assets.llm.models import ImageInput, LLMRequest, Message
-from miko_assets.llm.provider import (
+from miko_assets.llm.provider_interface import (
     FINISH_CONTENT_FILTER,
     FINISH_LENGTH,
     FINISH_REFUSAL,

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSettings
 from miko_assets.llm.endpoints import OPENAI_BASE_URL, normalize_endpoint, openai_base_url
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
-from miko_assets.llm.provider import Provider
+from miko_assets.llm.provider_interface import Provider
 
 PROVIDER_NAMES = ("local", "openai", "anthropic")
 

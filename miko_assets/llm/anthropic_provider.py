@@ -21,9 +21,7 @@ from miko_assets.llm.provider_interface import (
     FINISH_STOP,
     ProviderError,
     ProviderReply,
-    error_body_message,
-    error_from_status,
-    redact,
+    sdk_errors,
 )
 
 _FINISH = {
@@ -128,29 +126,13 @@ class AnthropicProvider:
         return self._sdk
 
     async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
-        try:
+        with sdk_errors(anthropic, timeout_s, self._secret, "message"):
             message = await self._client().messages.create(
                 **messages_params(request), timeout=timeout_s
             )
-        except anthropic.APIStatusError as exc:
-            message = self._redact(error_body_message(exc.body, exc.message))
-            raise error_from_status(exc.status_code, message, exc.response.headers) from None
-        except anthropic.APITimeoutError:
-            raise ProviderError(
-                "timeout", f"no answer within {timeout_s:g}s", retryable=True
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError("connection", self._redact(str(exc)), retryable=True) from None
-        except (anthropic.APIResponseValidationError, ValueError):
-            raise ProviderError(
-                "malformed_response", "response body is not a valid message", retryable=True
-            ) from None
         return parse_message(message)
 
     async def aclose(self) -> None:
         if self._sdk is not None:
             await self._sdk.close()
             self._sdk = None
-
-    def _redact(self, text: str) -> str:
-        return redact(text, [self._secret])

@@ -44,9 +44,9 @@ from miko_assets.llm.models import (
     Message,
     sha256_text,
 )
-from miko_assets.llm.provider_interface import ProviderError, ProviderReply, redact
+from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 from miko_assets.llm.provider_registry import ProviderConfigError
-from miko_assets.llm.records import reply_record
+from miko_assets.llm.records import failure_record, reply_record
 from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_BATCHES
 from miko_assets.warehouse.warehouse import Warehouse
 
@@ -435,17 +435,14 @@ def _item_record(
             stage=batch.stage,
             keyed=(call_id, request_json),
         )
-    record = CallRecord(
-        call_id=call_id,
-        provider=request.provider,
-        model=request.model,
-        request_json=request_json,
-        status="failed",
-        error=redact(f"{result.kind}: {result.message}"),
+    record = failure_record(
+        request,
+        (call_id, request_json),
+        result.kind,
+        result.message,
         attempts=1,
         dagster_run_id=batch.dagster_run_id,
         stage=batch.stage,
-        created_at=utc_now(),
     )
     return record, result.kind
 

@@ -29,6 +29,7 @@ from miko_assets.llm.provider_interface import (
     error_body_message,
     error_from_status,
     redact,
+    sdk_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -247,21 +248,8 @@ class OpenAIProvider:
         return self._sdk
 
     async def _post_sdk(self, payload: dict[str, Any], timeout_s: float) -> Any:
-        try:
+        with sdk_errors(openai, timeout_s, self._secret, "completion"):
             completion = await self._client().chat.completions.create(**payload, timeout=timeout_s)
-        except openai.APIStatusError as exc:
-            message = self._redact(error_body_message(exc.body, exc.message))
-            raise error_from_status(exc.status_code, message, exc.response.headers) from None
-        except openai.APITimeoutError:
-            raise ProviderError(
-                "timeout", f"no answer within {timeout_s:g}s", retryable=True
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderError("connection", self._redact(str(exc)), retryable=True) from None
-        except (openai.APIResponseValidationError, ValueError):
-            raise ProviderError(
-                "malformed_response", "response body is not a valid completion", retryable=True
-            ) from None
         return completion.model_dump()
 
     def _redact(self, text: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from types import ModuleType
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -134,3 +136,22 @@ def error_from_status(
         retry_after_s=parse_retry_after(headers) if retryable else None,
         status_code=status,
     )
+
+
+@contextmanager
+def sdk_errors(sdk: ModuleType, timeout_s: float, secret: str | None, answer: str) -> Iterator[None]:
+    """Raise the SDK's (`openai` or `anthropic`: they share their error classes) exceptions as
+    `ProviderError`s, with `secret` masked; `answer` names what a valid body is."""
+    try:
+        yield
+    except sdk.APIStatusError as exc:
+        message = redact(error_body_message(exc.body, exc.message), [secret])
+        raise error_from_status(exc.status_code, message, exc.response.headers) from None
+    except sdk.APITimeoutError:
+        raise ProviderError("timeout", f"no answer within {timeout_s:g}s", retryable=True) from None
+    except sdk.APIConnectionError as exc:
+        raise ProviderError("connection", redact(str(exc), [secret]), retryable=True) from None
+    except (sdk.APIResponseValidationError, ValueError):
+        raise ProviderError(
+            "malformed_response", f"response body is not a valid {answer}", retryable=True
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,36 @@ def record(call_id: str, status: str, text: str) -> CallRecord:
         error=None if status == "ok" else "server_error: x",
         created_at=utc_now(),
     )
+
+
+def test_lookups_and_flushes_from_threads_of_one_process_do_not_collide(tmp_path: Path) -> None:
+    """A repair's cache lookup runs while the writer flushes: two opens of one file at once."""
+    cache = LLMCallCache(Warehouse(tmp_path / "w.duckdb"))
+    cache.put_many([record("seed", "ok", "x")])
+    errors: list[Exception] = []
+
+    def read() -> None:
+        for _ in range(60):
+            try:
+                assert set(cache.get_many(["seed", "nothing"])) == {"seed"}
+            except Exception as exc:  # noqa: BLE001  (collected for the assertion below)
+                errors.append(exc)
+
+    def write(k: int) -> None:
+        for i in range(60):
+            try:
+                cache.put_many([record(f"{k}-{i}", "ok", "y")])
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    threads += [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert cache.warehouse.rows("SELECT count(*) FROM llm_calls")[0][0] == 121
 
 
 def test_only_successful_calls_are_hits_and_the_first_success_wins(tmp_path: Path) -> None:

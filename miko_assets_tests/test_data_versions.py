@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,12 +14,12 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from miko_assets.assets.distill import _generation_asset
 from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.common import data_version
 from miko_assets.stages.versions import current_stage_specs
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
 
 
 def test_data_version_ignores_the_run_and_follows_the_content() -> None:
@@ -29,14 +28,6 @@ def test_data_version_ignores_the_run_and_follows_the_content() -> None:
     rerun = rows.assign(dagster_run_id="r2", created_at=pd.Timestamp("2026-02-02")).iloc[::-1]
     assert data_version(rows) == data_version(rerun)
     assert data_version(rows) != data_version(rows.assign(text=["x", "y"]))
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[FakeLLMServer, str]]:
-    fake = FakeLLMServer()
-    url = fake.start_in_thread()
-    yield fake, url
-    fake.stop()
 
 
 def _latest_version(instance: dg.DagsterInstance, asset: str, partition: str) -> str:

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.distill.config import build_request, stage_config
 from miko_assets.llm.cache import LLMCallCache, utc_now
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.endpoints import normalize_endpoint
 from miko_assets.llm.models import canonical_json, sha256_text
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
 
 FAST = RunnerConfig(timeout_s=5, max_attempts=1, flush_interval_s=0.1)
 

@@ -21,6 +21,8 @@ from miko_assets.warehouse.warehouse import Warehouse
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+KEY_SECRET = "ENVSECRET0123456789"
+"""Part of both keys `provider_env` sets: tests check it shows nowhere."""
 
 
 class Answer(BaseModel):
@@ -41,6 +43,16 @@ def server() -> Iterator[tuple[FakeLLMServer, str]]:
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
     return Warehouse(tmp_path / "w.duckdb")
+
+
+def provider_env(url: str) -> dict[str, str]:
+    """An environment whose `openai` and `anthropic` providers call the fake at `url`."""
+    return {
+        "OPENAI_API_KEY": f"sk-live-{KEY_SECRET}",
+        "MIKO_OPENAI_BASE_URL": f"{url}/v1",
+        "ANTHROPIC_API_KEY": f"sk-ant-api03-{KEY_SECRET}",
+        "ANTHROPIC_BASE_URL": url,
+    }
 
 
 def make_provider(kind: str, url: str, key: str | None = None) -> Provider:

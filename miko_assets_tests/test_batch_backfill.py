@@ -16,13 +16,13 @@ import pytest
 from miko_assets import cli
 from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
+from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.batch_backfill import run_batch_backfill
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.fake_llm_server import FakeLLMServer
-from miko_assets_tests.test_llm_batch import provider_env, server  # noqa: F401 (a fixture)
+from miko_assets_tests.conftest import provider_env
 
 SAMPLE = Path(__file__).resolve().parents[1] / "miko_assets" / "sample_data"
 ASSETS = ("captions", "key_info", "intentions")

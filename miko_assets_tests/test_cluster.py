@@ -18,18 +18,19 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import celery
 import pytest
 
+from miko_assets.devtools.answer_server import (
+    AnswerServer,
+    ServerOptions,
+    answer_server,
+    fingerprint_hash,
+)
 from miko_assets.devtools.cluster import Cluster, cluster_env, cluster_services, dagster_cluster
-from miko_assets.warehouse.lineage import intention_card
-from miko_assets.warehouse.location import parse_location
-from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.dagster_dev import launch_backfill, wait_for_backfill
-from miko_assets_tests.miko_answer_server import AnswerServer, ServerOptions, answer_server, fingerprint_hash
-from miko_assets_tests.scale_rig import (
+from miko_assets.devtools.dagster_dev import launch_backfill, wait_for_backfill
+from miko_assets.devtools.scale_rig import (
     DISTILL_ASSETS,
     FAULT_REASONS,
     backfill_runs,
@@ -41,6 +42,9 @@ from miko_assets_tests.scale_rig import (
     overlapping_runs,
     write_posts,
 )
+from miko_assets.warehouse.lineage import intention_card
+from miko_assets.warehouse.location import parse_location
+from miko_assets.warehouse.warehouse import Warehouse
 
 pytestmark = pytest.mark.slow
 

@@ -31,19 +31,7 @@ from miko_assets.stages.common import StageRun, runner_completer
 from miko_assets.stages.versions import current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.conftest import Answer, make_runner, request
-
-SECRET = "BATCHSECRET0123456789"
-KEYS = {"openai": f"sk-live-{SECRET}", "anthropic": f"sk-ant-api03-{SECRET}"}
-
-
-def provider_env(url: str) -> dict[str, str]:
-    return {
-        "OPENAI_API_KEY": KEYS["openai"],
-        "MIKO_OPENAI_BASE_URL": f"{url}/v1",
-        "ANTHROPIC_API_KEY": KEYS["anthropic"],
-        "ANTHROPIC_BASE_URL": url,
-    }
+from miko_assets_tests.conftest import KEY_SECRET, Answer, make_runner, provider_env, request
 
 
 def online_runner(env: dict[str, str], warehouse: Warehouse) -> LLMRunner:
@@ -143,8 +131,8 @@ def test_submit_collect_then_online_runs_are_served_from_the_cache(
     assert runner.run(everything, Answer).summary.calls_made == 0
     assert collect_batches(warehouse, env).checked == 0
 
-    assert SECRET not in warehouse_text(warehouse)
-    assert SECRET not in caplog.text
+    assert KEY_SECRET not in warehouse_text(warehouse)
+    assert KEY_SECRET not in caplog.text
     assert "***" in calls[requests[4].cache_key()][1]  # the echoed key, masked
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from miko_assets.devtools.servers import free_port, postgres_server, redis_server
-from miko_assets_tests.dagster_dev import DagsterUI
+from miko_assets.devtools.dagster_dev import DagsterUI
+from miko_assets.devtools.servers import postgres_server, redis_server
+from miko_assets.devtools.serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "cluster"
@@ -63,7 +64,7 @@ class Cluster:
 
     def worker_pids(self, name: str) -> list[int]:
         """The worker's processes: `dagster-celery`, the Celery main process and its pool."""
-        from miko_assets_tests.scale_rig import descendants
+        from miko_assets.devtools.scale_rig import descendants
 
         return descendants(self.workers[name].pid)
 

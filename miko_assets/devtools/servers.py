@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from miko_assets.devtools.serving import free_port
 
 
 def _postgres_bin() -> Path:
@@ -30,12 +31,6 @@ def _postgres_bin() -> Path:
 
 
 POSTGRES_BIN = _postgres_bin()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

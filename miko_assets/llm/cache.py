@@ -165,7 +165,8 @@ def _rename_calls(con: duckdb.DuckDBPyConnection, endpoint: str) -> None:
         f"INSERT INTO {LLM_CALLS.name} (call_id, request_json, endpoint, {', '.join(rest)}) "
         f"SELECT r.new_id, r.new_json, ?, {', '.join(f'c.{c}' for c in rest)} "
         f"FROM {LLM_CALLS.name} c JOIN call_renames r ON c.call_id = r.old_id "
-        "ON CONFLICT (call_id) DO NOTHING",
+        # Not ON CONFLICT: a DuckLake warehouse has no keys.
+        f"WHERE r.new_id NOT IN (SELECT call_id FROM {LLM_CALLS.name})",
         [endpoint],
     )
     con.execute(f"DELETE FROM {LLM_CALLS.name} WHERE call_id IN (SELECT old_id FROM call_renames)")

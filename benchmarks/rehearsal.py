@@ -227,12 +227,12 @@ def rehearse_cluster(args: argparse.Namespace, workdir: Path, workers: int) -> d
                            MIKO_LLM_TIMEOUT_S=str(args.timeout_s))
         env = cluster_env(workdir, base, services)
         warehouse = Warehouse(parse_location(env["MIKO_WAREHOUSE"], env["MIKO_WAREHOUSE_DATA"]))
-        t0 = time.perf_counter()
-        batches = ingest(workdir, env, data, images, args.batch_size, warehouse=warehouse)
-        ingest_s = time.perf_counter() - t0
         slots = workers * args.max_runs
         with dagster_cluster(workdir, env, workers=workers, concurrency=args.max_runs, max_runs=slots,
                              llm_pool=slots) as cluster:
+            t0 = time.perf_counter()  # ingest needs the cluster's instance for its partitions
+            batches = ingest(workdir, env, data, images, args.batch_size, warehouse=warehouse)
+            ingest_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             backfill = launch_backfill(cluster.ui, DISTILL_ASSETS, batches)
             status = wait_for_backfill(cluster.ui, backfill, timeout_s=args.max_hours * 3600)

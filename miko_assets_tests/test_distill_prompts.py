@@ -12,7 +12,8 @@ from miko_assets.distill.caption import NO_CAPTION, build_caption_request
 from miko_assets.distill.config import ImageSettings, StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import INTENTIONS_SCHEMA, build_intentions_request
 from miko_assets.distill.key_info import KEY_INFO_SCHEMA, KeyInfo, build_key_info_request
-from miko_assets.distill.prompts import PromptError, all_prompts, load_prompt, prompts_dir, render
+from miko_assets.config_files import PACKAGED_PROMPTS_DIR, prices_path, prompts_dir
+from miko_assets.distill.prompts import PromptError, all_prompts, load_prompt, render
 
 LOCAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
 from miko_assets.distill.relations import RELATIONS
@@ -49,8 +50,32 @@ def test_every_prompt_version_is_registered() -> None:
     assert len(set(shas)) == len(shas) and all(len(s) == 64 for s in shas)
 
 
-def test_default_prompts_dir_is_the_repository_folder() -> None:
-    assert prompts_dir({}) == REPO_PROMPTS
+def test_packaged_prompts_are_the_repository_folder() -> None:
+    # The package's copy is a link to the top-level folder people edit, not a second copy.
+    assert PACKAGED_PROMPTS_DIR.resolve() == REPO_PROMPTS.resolve()
+    assert {p.relative_to(PACKAGED_PROMPTS_DIR) for p in PACKAGED_PROMPTS_DIR.rglob("*.yaml")} == {
+        p.relative_to(REPO_PROMPTS) for p in REPO_PROMPTS.rglob("*.yaml")
+    }
+
+
+def test_prompts_come_from_the_environment_then_the_project_folder_then_the_package(
+    prompts_copy: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prompts_dir({}, cwd=empty) == PACKAGED_PROMPTS_DIR
+    assert prices_path({}, cwd=empty) == PACKAGED_PROMPTS_DIR / "prices.yaml"
+    # `prompts_copy` is `tmp_path/prompts`: a project folder's own prompts (it has a stages.yaml).
+    assert prompts_dir({}, cwd=tmp_path) == prompts_copy
+    assert prices_path({}, cwd=tmp_path) == prompts_copy / "prices.yaml"
+    (prompts_copy / "prices.yaml").unlink()
+    assert prices_path({}, cwd=tmp_path) == PACKAGED_PROMPTS_DIR / "prices.yaml"
+    elsewhere = tmp_path / "elsewhere"
+    assert prompts_dir({"MIKO_PROMPTS_DIR": str(elsewhere)}, cwd=tmp_path) == elsewhere
+    assert prices_path({"MIKO_PRICES_PATH": "p.yaml"}, cwd=tmp_path) == Path("p.yaml")
+    # A folder named prompts without a stages.yaml is not taken for miko's.
+    (prompts_copy / "stages.yaml").unlink()
+    assert prompts_dir({}, cwd=tmp_path) == PACKAGED_PROMPTS_DIR
 
 
 def test_paper_prompts_are_version_1() -> None:

@@ -14,11 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from miko_assets.config_files import STAGES_FILE, prompts_dir
 from miko_assets.distill.prompts import (
     PromptError,
     PromptTemplate,
     load_prompt,
-    prompts_dir,
     render,
 )
 from miko_assets.llm.endpoints import provider_endpoint
@@ -32,7 +32,6 @@ from miko_assets.llm.models import (
     sha256_text,
 )
 
-STAGES_FILE = "stages.yaml"
 # The providers whose API takes an image `detail`.
 DETAIL_PROVIDERS = frozenset({"openai"})
 

@@ -6,9 +6,7 @@ braces need no escaping and a literal dollar sign is written `$$`.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Literal
@@ -16,10 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from miko_assets.config_files import prompts_dir
 from miko_assets.llm.models import Message, canonical_json, sha256_text
 
-PROMPTS_DIR_ENV = "MIKO_PROMPTS_DIR"
-_REPO_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 _SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -55,12 +52,6 @@ class PromptTemplate(PromptFile):
         return frozenset(
             Template(self.system).get_identifiers() + Template(self.user).get_identifiers()
         )
-
-
-def prompts_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The prompts folder: `$MIKO_PROMPTS_DIR`, else `prompts/` at the repository root."""
-    configured = env.get(PROMPTS_DIR_ENV)
-    return Path(configured) if configured else _REPO_PROMPTS_DIR
 
 
 def load_prompt(name: str, version: str, directory: Path | None = None) -> PromptTemplate:

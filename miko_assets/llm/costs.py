@@ -1,8 +1,8 @@
 """Prices per model, the cost of a call, pre-flight estimates and the per-run budget guard.
 
-Prices live in `prompts/prices.yaml` (or `$MIKO_PRICES_PATH`, or `prices.yaml` in
-`$MIKO_PROMPTS_DIR`). A model not in the table costs 0 and is reported as unpriced: the run
-summary lists it and a warning is logged once per model, since no budget can guard it.
+Prices live in `prices.yaml` beside the prompts (`config_files.prices_path`). A model not in
+the table costs 0 and is reported as unpriced: the run summary lists it and a warning is
+logged once per model, since no budget can guard it.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from miko_assets.config_files import prices_path
 from miko_assets.llm.image_billing import ImageBilling, image_tokens, worst_case_size
 from miko_assets.llm.models import DEFAULT_IMAGE_SIDE, ImageInput, LLMRequest
 
 log = logging.getLogger(__name__)
 
-PRICES_PATH_ENV = "MIKO_PRICES_PATH"
-_REPO_PRICES = Path(__file__).resolve().parents[2] / "prompts" / "prices.yaml"
 # Prompt tokens of one image for a model whose price gives no `image` billing rule (gpt-4o bills
 # a 1024 px high-detail image at 765).
 IMAGE_TOKENS_ESTIMATE = 800
@@ -96,14 +95,6 @@ class PriceTable(BaseModel):
         # Dated snapshots (`gpt-4o-mini-2024-07-18`) take the price of their family.
         family = max((m for m in self.models if model.startswith(m + "-")), key=len, default=None)
         return self.models[family] if family else None
-
-
-def prices_path(env: Mapping[str, str] = os.environ) -> Path:
-    if env.get(PRICES_PATH_ENV):
-        return Path(env[PRICES_PATH_ENV])
-    if env.get("MIKO_PROMPTS_DIR"):
-        return Path(env["MIKO_PROMPTS_DIR"]) / "prices.yaml"
-    return _REPO_PRICES
 
 
 def estimate_tokens(text: str) -> int:

@@ -50,6 +50,7 @@ from miko_assets.stages.intentions import intention_id
 from miko_assets.stages.judging import JudgeSpec, judge_tasks
 from miko_assets.warehouse.schema import INTENTIONS
 from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.label_studio_rig import label_studio
 from miko_assets_tests.paths import SHARED_DATA
 
 RELEASE = SHARED_DATA / "miko_release" / "train.json"
@@ -230,8 +231,8 @@ def test_miko_release_import_matches_a_direct_count(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     wh_path = str(tmp_path / "warehouse.duckdb")
-    assert miko(["--warehouse", wh_path, "annotate", "import-miko-release"]) == 0  # the default path
     assert miko(["--warehouse", wh_path, "annotate", "import-miko-release", str(RELEASE)]) == 0
+    assert miko(["--warehouse", wh_path, "annotate", "import-miko-release", str(RELEASE)]) == 0  # adds nothing
 
     total, accepted = Counter(), Counter()
     for record in json.loads(RELEASE.read_text()):
@@ -326,3 +327,38 @@ def test_release_intentions_scored_against_themselves_are_perfect() -> None:
         assert board[metric] == pytest.approx(1.0)
     assert board[BERTSCORE_F1] == pytest.approx(1.0, abs=1e-5)
     assert not any(math.isnan(v) for v in scores.results["bertscore_f1"])
+
+
+@pytest.mark.slow
+def test_a_real_label_studio_round_trip_with_three_annotators(project: Project) -> None:
+    """miko's tasks and labelling config into a running Label Studio through its SDK, three users'
+    choices submitted there, Label Studio's own JSON export back through `miko annotate import`."""
+    project.materialize([annotation_tasks_asset(SAMPLING)], project.batch)
+    out = project.root / "labelstudio"
+    project.cli("annotate", "export", "--batch", project.batch, "--out", str(out))
+    exported = json.loads((out / "plausibility-tasks.json").read_text())
+    labels = {t["data"]["intention_id"]: task_labels for t, task_labels in zip(exported, STAGE1, strict=True)}
+    export_file = project.root / "label-studio-export.json"
+
+    (project.root / "ls-data").mkdir()
+    with label_studio(project.root / "ls-data") as server:
+        made = server.run_client({
+            "title": "miko plausibility", "config": (out / "plausibility-config.xml").read_text(),
+            "tasks": exported, "from_name": FROM_NAMES["plausibility"],
+            "annotators": ["ann1@miko.test", "ann2@miko.test", "ann3@miko.test"], "labels": labels,
+            "export_path": str(export_file),
+        })
+    assert made["annotations"] == 12
+
+    project.cli("annotate", "import", str(export_file))
+    wh = project.warehouse
+    assert wh.rows("SELECT count(*), count(DISTINCT annotator) FROM human_annotations") == [(12, 3)]
+    assert {a for (a,) in wh.rows("SELECT DISTINCT annotator FROM human_annotations")} == {str(u) for u in made["users"]}
+    project.materialize([human_annotations, annotation_agreement])
+    majority = human_consensus(read_human_annotations(wh), "plausibility").set_index("intention_id")["consensus"]
+    assert [majority[t["data"]["intention_id"]] for t in exported] == STAGE1_MAJORITY
+    stored = wh.rows(
+        "SELECT fleiss_kappa, krippendorff_alpha FROM annotation_agreement_humans "
+        "WHERE stage = 'plausibility' AND relation = 'ALL'"
+    )
+    assert stored == [(pytest.approx(11 / 41), pytest.approx(27 / 82))]

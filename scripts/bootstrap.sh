@@ -23,3 +23,11 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 # torch first and pinned: the CPU wheel of this exact version is what the machine provides.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[dev]"
+
+# Label Studio, for the human annotation round trip, pins Django 5.2 and many packages: it gets
+# its own virtual environment (about 2 minutes to install), outside the project's.
+LS_VENV=${MIKO_LABEL_STUDIO_VENV:-$HOME/.venvs/label-studio}
+if [ ! -x "$LS_VENV/bin/label-studio" ]; then
+  $PY -m venv "$LS_VENV"
+  "$LS_VENV/bin/python" -m pip install -q "label-studio==1.23.2" "label-studio-sdk==2.1.2"
+fi

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from miko_assets_tests.dagster_dev import free_port
+from miko_assets.devtools.serving import free_port
 
 VENV_ENV = "MIKO_LABEL_STUDIO_VENV"
 DEFAULT_VENV = Path.home() / ".venvs" / "label-studio"

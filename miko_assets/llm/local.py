@@ -25,6 +25,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
 
+from miko_assets.cpu_lock import exclusive_cores
 from miko_assets.llm.models import LLMRequest
 from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 
@@ -65,7 +66,8 @@ class LocalLlamaProvider:
 
     The model is loaded on first use and shared by every provider instance in the process
     that names the same file and settings. Calls are serialised (a llama.cpp context is not
-    thread-safe) and run in a worker thread so the event loop stays free. `request.model`
+    thread-safe), and across processes too (`cpu_lock`: one generation at a time on the
+    machine's cores), and run in a worker thread so the event loop stays free. `request.model`
     must equal `self.model` (the GGUF file name without `.gguf`), so that the model recorded
     with each call is the model that answered it.
     """
@@ -87,7 +89,7 @@ class LocalLlamaProvider:
         self.seed = seed
 
     async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
-        """Run one chat completion; `timeout_s` bounds generation, not the wait for the model."""
+        """Run one chat completion; `timeout_s` bounds the wait for the cores and generation, not loading."""
         self._check(request)
         return await asyncio.to_thread(self._complete, request, timeout_s)
 
@@ -110,6 +112,7 @@ class LocalLlamaProvider:
 
     def _complete(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
         loaded = _load_model(self.model_path, self.n_ctx, self.n_threads)
+        deadline = time.monotonic() + timeout_s
         llm = loaded.llm
         messages = cast(
             "list[ChatCompletionRequestMessage]",
@@ -121,7 +124,10 @@ class LocalLlamaProvider:
         if params.top_p is not None:
             sampling["top_p"] = params.top_p
 
-        with loaded.lock:
+        with loaded.lock, exclusive_cores():
+            if time.monotonic() > deadline:
+                # The runner has given up on this call already; do not spend the cores on it.
+                raise ProviderError("timeout", f"waited {timeout_s:g}s for the cores", retryable=True)
             try:
                 rendered = loaded.formatter(messages=messages)
             except (ValueError, TemplateError) as exc:
@@ -139,7 +145,6 @@ class LocalLlamaProvider:
                     f"{needed} tokens, more than the {self.n_ctx}-token context of {self.model}",
                 )
 
-            deadline = time.monotonic() + timeout_s
             timed_out = threading.Event()
 
             def past_deadline(_tokens: Any, _logits: Any) -> bool:

@@ -18,6 +18,17 @@ def intention_id(post_id: str, relation: str) -> str:
     return content_hash(post_id, relation)
 
 
+def version_id(row: dict[str, Any]) -> str:
+    """`<intention_id>.<hash>` of what the row says and how it was made (not when, nor by which run),
+    so the same generation made again keeps its id and any other version gets its own."""
+    made = [row[c] for c in _VERSION_CONTENT]
+    return f"{row['intention_id']}.{content_hash(*made)[:10]}"
+
+
+_VERSION_CONTENT = ("completion", "full_text", "kept_prefix", "status", "error", "caption_id", "key_info_id",
+                    "code_version", "input_hash", "llm_call_id")
+
+
 def require_some_intention(answer: str) -> tuple[ParsedIntention, ...]:
     """Validator for the LLM layer: an answer with no usable relation at all earns a repair attempt."""
     parsed = parse_intentions(answer)
@@ -64,4 +75,5 @@ def intention_rows(
                 "key_info_id": key_info_id,
                 **run.lineage(input_hash=input_hash, response=response, status=status, error=error),
             })
+            rows[-1]["version_id"] = version_id(rows[-1])
     return pd.DataFrame(rows)

@@ -25,6 +25,9 @@ class Table:
     # A `<name>_history` twin keeps the rows a partition replace supersedes.
     keeps_history: bool = False
     indexes: tuple[tuple[str, ...], ...] = field(default=())
+    # column -> SQL expression over the row that fills the column in rows that existed before
+    # a migration added it (otherwise they get NULL).
+    fill_on_add: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -163,6 +166,12 @@ KEY_INFO = Table(
     indexes=(("batch",), ("post_id",)),
 )
 
+# Rows made before version ids existed get one from their content and lineage (`old` marks them).
+_LEGACY_VERSION_ID = (
+    "intention_id || '.old' || substr(md5(concat_ws('|', code_version, input_hash, llm_call_id, status, "
+    "completion, CAST(created_at AS VARCHAR), dagster_run_id)), 1, 8)"
+)
+
 INTENTIONS = Table(
     "intentions",
     (
@@ -177,11 +186,15 @@ INTENTIONS = Table(
         ("kept_prefix", "BOOLEAN"),
         ("caption_id", "VARCHAR"),
         ("key_info_id", "VARCHAR"),
+        # `<intention_id>.<hash of what this version says and how it was made>`: one id per
+        # version, current or history; found through the intention_id index.
+        ("version_id", "VARCHAR"),
     )
     + LINEAGE_COLUMNS,
     keeps_history=True,
     # Only the id: partitions are read by zone maps, and every index costs time at each write.
     indexes=(("intention_id",),),
+    fill_on_add=(("version_id", _LEGACY_VERSION_ID),),
 )
 
 # One row per LLM call, keyed by the request's content address. Only `ok` rows are cache hits;
@@ -496,6 +509,19 @@ BENCHMARK_RESULTS = Table(
     indexes=(("dagster_run_id",),),
 )
 
+# What each code version of a generation stage means (provider, model, prompt, parameters and
+# the environment variables that set them), recorded by every materialization, so a stale
+# partition can be explained in words; and the configuration the code location (the one
+# `dagster dev` serves) loaded, recorded by its sensor, so `miko stale` agrees with the UI.
+_CONFIG_COLUMNS = (
+    ("asset", "VARCHAR"),
+    ("code_version", "VARCHAR"),
+    ("config_json", "VARCHAR"),
+    ("recorded_at", "TIMESTAMP"),
+)
+STAGE_CONFIGS = Table("stage_configs", _CONFIG_COLUMNS, primary_key=("code_version",))
+CODE_LOCATION_CONFIGS = Table("code_location_configs", _CONFIG_COLUMNS, primary_key=("asset",))
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -503,6 +529,6 @@ TABLES: dict[str, Table] = {
         LLM_CALLS, LLM_BATCHES, LLM_BATCH_ITEMS, SARCASM_DATASET, SARCASM_RESULTS,
         ANNOTATION_TASKS, HUMAN_ANNOTATIONS, ANNOTATION_IMPORTS, LLM_ANNOTATIONS,
         ANNOTATION_AGREEMENT_HUMANS, ANNOTATION_AGREEMENT_JUDGES, ANNOTATION_AGREEMENT_ACCEPT_RATES,
-        BENCHMARK_ITEMS, BENCHMARK_RESULTS,
+        BENCHMARK_ITEMS, BENCHMARK_RESULTS, STAGE_CONFIGS, CODE_LOCATION_CONFIGS,
     )
 }

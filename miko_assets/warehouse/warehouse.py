@@ -314,6 +314,7 @@ def history_table(table: Table) -> Table:
         f"{table.name}_history",
         table.columns + (("superseded_at", "TIMESTAMP"), ("superseded_by_run", "VARCHAR")),
         indexes=table.indexes,
+        fill_on_add=table.fill_on_add,
     )
 
 
@@ -332,10 +333,13 @@ def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bo
         pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if table.primary_key and keys else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}{pk})")
     else:
+        fills = dict(table.fill_on_add)
         for name, ctype in table.columns:
             if name not in existing:
                 log.info("migrating %s: adding column %s %s", table.name, name, ctype)
                 con.execute(f"ALTER TABLE {table.name} ADD COLUMN {name} {ctype}")
+                if name in fills:
+                    con.execute(f"UPDATE {table.name} SET {name} = {fills[name]}")
     for cols in table.indexes if keys else ():
         index_name = f"idx_{table.name}_{'_'.join(cols)}"
         con.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.name} ({', '.join(cols)})")

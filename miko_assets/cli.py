@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from miko_assets.commands import annotate, batch, check, estimate, ingest, inspect
+from miko_assets.commands import annotate, backfill, batch, check, estimate, ingest, inspect
 
 # Each module adds its sub-commands; every sub-command sets `run(args) -> exit code`.
-COMMAND_MODULES = (ingest, inspect, annotate, batch, estimate, check)
+COMMAND_MODULES = (ingest, inspect, backfill, annotate, batch, estimate, check)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ Each asset reads its upstream rows of the partition from the warehouse, runs the
 through the LLM layer and replaces its partition atomically; replaced rows go to history.
 """
 
+import os
 
 import dagster as dg
 
@@ -13,7 +14,7 @@ from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.common import StageRun, data_version, runner_completer
-from miko_assets.stages.staleness import stale_partitions
+from miko_assets.stages.configuration import ConfigRecord, config_record, record_configs
 from miko_assets.stages.versions import STAGE_UPSTREAM, StageSpec, current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.prompts import register_prompts
 
@@ -26,7 +27,7 @@ _PREVIEW = {
 }
 
 
-def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
+def _generation_asset(spec: StageSpec, record: ConfigRecord) -> dg.AssetsDefinition:
     upstream = STAGE_UPSTREAM[spec.asset]
 
     @dg.asset(
@@ -37,7 +38,11 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         pool="llm",
         group_name="distill",
         kinds={"duckdb"},
-        description=f"MIKO stage {spec.stage!r} ({spec.config.provider}/{spec.config.model}, prompt {spec.config.prompt_version}).",
+        description=(
+            f"MIKO stage {spec.stage!r}: {record.in_words()}. Environment overrides: {record.overrides_in_words()}. "
+            f"Stale partitions and why: the check `{spec.asset}_matches_current_config`; rebuild them with "
+            "`stale_backfill_job` or `miko backfill --stale`."
+        ),
     )
     def generation(context: dg.AssetExecutionContext, warehouse: WarehouseResource, llm: LLMResource) -> dg.MaterializeResult:
         wh = warehouse.get()
@@ -47,6 +52,12 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         if inputs[0].empty:
             raise dg.Failure(f"partition {batch} has no posts: materialize `posts` for it first")
         register_prompts(wh, [spec.config.prompt()])
+        record_configs(wh, [record])
+        context.instance.add_run_tags(run_id, {
+            f"miko/{spec.asset}/code_version": spec.code_version,
+            f"miko/{spec.asset}/configuration": record.in_words(),
+            f"miko/{spec.asset}/environment_overrides": record.overrides_in_words(),
+        })
         summaries: list[RunSummary] = []
         complete = runner_completer(llm.runner(wh), run_id, spec.stage, summaries)
         stage_run = StageRun.start(spec.config, run_id, spec.code_version)
@@ -61,6 +72,8 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
                 "prompt": f"{stage_run.prompt.name} {stage_run.prompt.version}",
                 "prompt_sha": stage_run.prompt.sha,
                 "code_version": spec.code_version,
+                "configuration": record.in_words(),
+                "environment_overrides": record.overrides_in_words(),
                 "rows_by_status": counts(rows, "status"),
                 "dagster/row_count": len(rows),
                 **summary.as_metadata(),
@@ -69,28 +82,6 @@ def _generation_asset(spec: StageSpec) -> dg.AssetsDefinition:
         )
 
     return generation
-
-
-def _staleness_check(spec: StageSpec) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=spec.asset,
-        name=f"{spec.asset}_matches_current_config",
-        blocking=False,
-        description="Partitions whose rows came from another prompt, model or parameters than the current configuration.",
-    )
-    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        stale = stale_partitions(warehouse.get(), spec.asset, spec.code_version)
-        return dg.AssetCheckResult(
-            passed=not stale,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "current_code_version": spec.code_version,
-                "stale_partitions": sorted(stale),
-                "stale_count": len(stale),
-            },
-        )
-
-    return check
 
 
 @dg.asset(group_name="distill", kinds={"duckdb"}, description="Every prompt template in prompts/, stored by sha.")
@@ -104,5 +95,6 @@ def prompt_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 
 STAGE_SPECS = current_stage_specs()
-generation_assets = [_generation_asset(spec) for spec in STAGE_SPECS.values()]
-staleness_checks = [_staleness_check(spec) for spec in STAGE_SPECS.values()]
+# What the code location loaded: the stage configurations, with the environment's overrides.
+STAGE_CONFIGS = {asset: config_record(spec, os.environ) for asset, spec in STAGE_SPECS.items()}
+generation_assets = [_generation_asset(spec, STAGE_CONFIGS[spec.asset]) for spec in STAGE_SPECS.values()]

@@ -7,8 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-import dagster as dg
-
 from miko_assets.commands.common import open_warehouse
 
 
@@ -16,9 +14,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stale = commands.add_parser("stale", help="partitions whose rows came from another prompt, model or parameters")
     stale.set_defaults(run=_stale)
 
-    lineage = commands.add_parser("lineage", help="how one intention was produced")
-    lineage.add_argument("intention_id")
+    lineage = commands.add_parser(
+        "lineage", help="how one intention was produced: an intention id (its newest version) or a version id"
+    )
+    lineage.add_argument("intention_id", help="an intention id, or a version id (<intention id>.<hash>)")
     lineage.add_argument("--json", action="store_true", help="print the card as JSON")
+    lineage.add_argument(
+        "--diff", nargs="?", const="", default=None, metavar="OTHER_VERSION",
+        help="compare two versions: with OTHER_VERSION, those two; alone, a version with the one that replaced it "
+             "(or an intention's newest version with the one before)",
+    )
     lineage.set_defaults(run=_lineage)
 
     export = commands.add_parser("export", help="write the knowledge base as Parquet, JSONL and ATOMIC TSV")
@@ -41,24 +46,38 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _stale(args: argparse.Namespace) -> int:
-    from miko_assets.stages.staleness import stale_partitions
+    import os
+
+    from miko_assets.stages.configuration import active_configuration
+    from miko_assets.stages.staleness import stale_report
     from miko_assets.stages.versions import current_stage_specs
 
     warehouse = open_warehouse(args)
-    for spec in current_stage_specs().values():
-        stale = stale_partitions(warehouse, spec.asset, spec.code_version)
-        print(f"{spec.asset}: current {spec.code_version}")
-        if not stale:
+    active = active_configuration(warehouse, current_stage_specs(), os.environ)
+    print(f"judged against {active.source}")
+    for asset, record in active.records.items():
+        print(f"{asset}: current {record.code_version}")
+        print(f"  {record.in_words()}; environment overrides: {record.overrides_in_words()}")
+        if asset in active.shell_differs:
+            print(f"  (this shell would use another configuration: {'; '.join(active.shell_differs[asset])})")
+        report = stale_report(warehouse, record)
+        if not report:
             print("  no stale partitions")
-        for batch, versions in stale.items():
-            print(f"  {batch}: made by {', '.join(str(v) for v in versions)}")
+        for partition in report:
+            print(f"  {partition.batch}: made by {', '.join(partition.made_by)}")
+            print(f"    what changed: {'; '.join(partition.why)}")
     return 0
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from miko_assets.warehouse.lineage import card_markdown, intention_card
+    from miko_assets.warehouse.lineage import card_markdown, diff_markdown, intention_card, intention_diff
 
-    card = intention_card(open_warehouse(args), args.intention_id)
+    warehouse = open_warehouse(args)
+    if args.diff is not None:
+        diff = intention_diff(warehouse, args.intention_id, args.diff or None)
+        print(json.dumps(diff, indent=2, default=str, ensure_ascii=False) if args.json else diff_markdown(diff))
+        return 0
+    card = intention_card(warehouse, args.intention_id)
     print(json.dumps(card, indent=2, default=str, ensure_ascii=False) if args.json else card_markdown(card))
     return 0
 
@@ -72,6 +91,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _retry_failed(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from miko_assets.definitions import defs
     from miko_assets.instance import open_instance
     from miko_assets.stages.failures import failed_partitions

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from miko_assets.config_files import STAGES_FILE, prompts_dir
 from miko_assets.distill.prompts import (
+    PROMPTS_DIR_ENV,
     PromptError,
     PromptTemplate,
     load_prompt,
@@ -139,14 +140,12 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
     groups: dict[_Group, dict[str, Any]] = {
         "stage": settings, "params": dict(entry.params), "image": dict(entry.image)
     }
-    used: list[str] = []
+    used = stage_env_overrides(stage, env)
     for suffix, (key, group) in _ENV_SETTINGS.items():
-        name = f"MIKO_{stage.upper()}_{suffix}"
-        value = env.get(name)
+        value = used.get(f"MIKO_{stage.upper()}_{suffix}")
         if value:
             groups[group][key] = value
-            used.append(name)
-    source = f"from {path}, environment {', '.join(used) or 'none'}"
+    source = f"from {path}, environment {', '.join(n for n in used if n != PROMPTS_DIR_ENV) or 'none'}"
     try:
         generation = GenerationParams.model_validate(groups["params"])
     except ValidationError as exc:
@@ -169,6 +168,12 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
         endpoint=provider_endpoint(settings["provider"], env),
         **settings,
     )
+
+
+def stage_env_overrides(stage: str, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The `MIKO_<STAGE>_*` variables set in `env` (and the prompts folder), by name."""
+    names = [f"MIKO_{stage.upper()}_{suffix}" for suffix in _ENV_SETTINGS] + [PROMPTS_DIR_ENV]
+    return {name: env[name] for name in names if env.get(name)}
 
 
 def code_version(config: StageConfig, prompt: PromptTemplate) -> str:

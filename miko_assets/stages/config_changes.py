@@ -24,6 +24,8 @@ def describe_changes(old_code_version: str, old: Mapping[str, Any] | None, new_c
     if (old["prompt_sha"], old["prompt_version"]) != (new["prompt_sha"], new["prompt_version"]):
         words.append(f"prompt {old['prompt_name']} {old['prompt_version']} (sha {old['prompt_sha'][:12]}) → "
                      f"{new['prompt_name']} {new['prompt_version']} (sha {new['prompt_sha'][:12]})")
+    if old.get("image") != new.get("image"):
+        words.append(f"images {old.get('image') or 'default'} → {new.get('image') or 'default'}")
     old_params, new_params = old["params"], new["params"]
     for name in sorted(set(old_params) | set(new_params)):
         before, after = old_params.get(name), new_params.get(name)
@@ -33,13 +35,15 @@ def describe_changes(old_code_version: str, old: Mapping[str, Any] | None, new_c
 
 
 def _from_code_versions(old: str, new: str) -> list[str]:
-    """`prompt@version:sha|provider/model|phash`, compared part by part."""
-    old_parts, new_parts = old.split("|"), new.split("|")
+    """`prompt@version:sha|provider/model|phash[|ihash]`, compared part by part."""
     if old == new:
         return []
-    if len(old_parts) != 3 or len(new_parts) != 3:
+    old_parts, new_parts = old.split("|"), new.split("|")
+    if not (3 <= len(old_parts) <= 4 and 3 <= len(new_parts) <= 4):
         return [f"code version {old} → {new}"]
-    labels = ("prompt", "model", "parameters (by hash: the old values were not recorded)")
+    labels = ("prompt", "model", "parameters (by hash: the old values were not recorded)", "image settings (by hash)")
+    old_parts += ["default"] * (4 - len(old_parts))
+    new_parts += ["default"] * (4 - len(new_parts))
     return [f"{label} {a} → {b}" for label, a, b in zip(labels, old_parts, new_parts) if a != b]
 
 

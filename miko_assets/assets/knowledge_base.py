@@ -3,11 +3,12 @@
 import base64
 
 import dagster as dg
+from pydantic import Field
 
 from miko_assets.assets.metadata import preview
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.knowledge_base import overall_statistics, plot_statistics, relation_statistics
-from miko_assets.warehouse.lineage import card_markdown, intention_card
+from miko_assets.warehouse.lineage import UnknownIntention, card_markdown, intention_card
 
 
 @dg.asset(
@@ -33,13 +34,22 @@ def knowledge_base(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 
 class LineageConfig(dg.Config):
-    intention_id: str
+    intention_id: str = Field(description="an intention id (its newest version) or a version id (`<intention id>.<hash>`)")
 
 
-@dg.op(description="Report how one intention was produced, as Markdown metadata.")
-def intention_lineage(config: LineageConfig, warehouse: WarehouseResource) -> dg.Output[None]:
-    card = intention_card(warehouse.get(), config.intention_id)
-    return dg.Output(None, metadata={"lineage": dg.MetadataValue.md(card_markdown(card))})
+@dg.op(description="Report how one intention (or one version of it) was produced, as the run's output metadata.")
+def intention_lineage(context: dg.OpExecutionContext, config: LineageConfig, warehouse: WarehouseResource) -> dg.Output[None]:
+    try:
+        card = intention_card(warehouse.get(), config.intention_id.strip())
+    except UnknownIntention as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    markdown = card_markdown(card)
+    context.log.info(markdown)
+    return dg.Output(None, metadata={
+        "intention": card["intention"]["full_text"] or "(no intention)",
+        "version_id": card["version_id"],
+        "lineage": dg.MetadataValue.md(markdown),
+    })
 
 
 @dg.job(description="Show the lineage card of one intention (set its id in the launchpad).")

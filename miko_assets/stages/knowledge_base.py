@@ -84,16 +84,32 @@ def overall_statistics(warehouse: Warehouse) -> dict[str, object]:
     }
 
 
+_PANELS = (("intentions", "intentions"), ("mean_words", "mean words per tail"),
+           ("distinct_tail_ratio", "distinct-tail ratio"), ("prefix_adherence", "prefix adherence"))
+
+
+def plot_panels(stats: pd.DataFrame) -> tuple[list[tuple[str, str]], list[str]]:
+    """(column, title) of the panels to draw, and the titles of statistics that are 0 everywhere."""
+    shown = [(c, t) for c, t in _PANELS if stats[c].fillna(0).ne(0).any()]
+    return shown, [t for c, t in _PANELS if (c, t) not in shown]
+
+
 def plot_statistics(stats: pd.DataFrame) -> bytes:
-    """Bar charts per relation: intentions, mean words, distinct-tail ratio, prefix adherence."""
-    figure = Figure(figsize=(12, 6), tight_layout=True)
-    panels = (("intentions", "intentions"), ("mean_words", "mean words per tail"),
-              ("distinct_tail_ratio", "distinct-tail ratio"), ("prefix_adherence", "prefix adherence"))
-    for index, (column, title) in enumerate(panels, start=1):
-        axes = figure.add_subplot(2, 2, index)
+    """Bar charts per relation: intentions, mean words, distinct-tail ratio, prefix adherence.
+
+    A statistic that is 0 (or missing) for every relation gets no panel, only a note under the
+    figure: prefix adherence, for one, is 0 whenever the prompt asks for completions alone.
+    """
+    shown, omitted = plot_panels(stats)
+    rows = max(1, (len(shown) + 1) // 2)
+    figure = Figure(figsize=(12, 3 * rows + (0.5 if omitted else 0)), tight_layout=True)
+    for index, (column, title) in enumerate(shown, start=1):
+        axes = figure.add_subplot(rows, 2, index)
         axes.bar(stats["relation"], stats[column].fillna(0), color="#4c72b0")
         axes.set_title(title)
         axes.tick_params(axis="x", rotation=45)
+    if omitted:
+        figure.text(0.01, 0.005, f"0 for every relation, not drawn: {', '.join(omitted)}", fontsize=9)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     return buffer.getvalue()

@@ -73,12 +73,14 @@ def _lineage(args: argparse.Namespace) -> int:
     from miko_assets.warehouse.lineage import card_markdown, diff_markdown, intention_card, intention_diff
 
     warehouse = open_warehouse(args)
-    if args.diff is not None:
-        diff = intention_diff(warehouse, args.intention_id, args.diff or None)
-        print(json.dumps(diff, indent=2, default=str, ensure_ascii=False) if args.json else diff_markdown(diff))
-        return 0
-    card = intention_card(warehouse, args.intention_id)
-    print(json.dumps(card, indent=2, default=str, ensure_ascii=False) if args.json else card_markdown(card))
+    with warehouse.session():  # one open of the file for every lookup
+        if args.diff is not None:
+            answer = intention_diff(warehouse, args.intention_id, args.diff or None)
+            text = diff_markdown(answer)
+        else:
+            answer = intention_card(warehouse, args.intention_id)
+            text = card_markdown(answer)
+    print(json.dumps(answer, indent=2, default=str, ensure_ascii=False) if args.json else text)
     return 0
 
 

@@ -212,3 +212,4 @@ def test_the_knowledge_base_plot_draws_no_empty_panel() -> None:
     shown, omitted = plot_panels(stats)
     assert [c for c, _ in shown] == ["intentions", "mean_words", "distinct_tail_ratio"] and omitted == ["prefix adherence"]
     assert plot_statistics(stats).startswith(b"\x89PNG")
+

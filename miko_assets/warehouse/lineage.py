@@ -70,7 +70,11 @@ def intention_card(warehouse: Warehouse, asked: str, dagster_url: str | None = N
         "intention_id": intention_id,
         "version_id": chosen["version_id"],
         "intention": _pick(chosen, "relation", "prefix", "completion", "full_text", "kept_prefix", "status", "error", "version_state"),
-        "post": _pick(post, "post_id", "batch", "dataset", "split", "text", "text_original", "image_path", "image_sha256", "label") if post else None,
+        "post": {
+            **_pick(post, "post_id", "batch", "dataset", "split", "text", "text_original", "image_sha256", "label"),
+            "image_path": _relative(post["image_path"], post.get("image_root")),
+            "images_dir": post.get("image_root"),
+        } if post else None,
         "caption": _pick(caption, "caption_id", "description_kind", "description", "status", "error", "model", "provider", "code_version", "llm_call_id") if caption else None,
         "key_info": _pick(key_info, "key_info_id", "concept", "action", "object", "emotion", "keywords", "status", "model", "prompt_version", "code_version", "llm_call_id") if key_info else None,
         "generation": {
@@ -150,7 +154,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Post",
         f"- {post.get('post_id')} in batch {post.get('batch')} ({post.get('dataset')}/{post.get('split')}, label {post.get('label')})",
         f"- text: {post.get('text')!r}",
-        f"- image: {post.get('image_path')} (sha256 {post.get('image_sha256')})",
+        f"- image: {post.get('image_path')}" + (f" in {post['images_dir']}" if post.get("images_dir") else "")
+        + f" (sha256 {post.get('image_sha256')})",
     ]
     if card["caption"]:
         c = card["caption"]
@@ -228,6 +233,14 @@ def diff_markdown(diff: dict[str, Any]) -> str:
             a, b = json.dumps(a, ensure_ascii=False, default=str), json.dumps(b, ensure_ascii=False, default=str)
         lines.append(f"- {field}: {a!r} → {b!r}")
     return "\n".join(lines)
+
+
+def _relative(path: str | None, folder: str | None) -> str | None:
+    """`path` relative to `folder` when it lies inside it, else as stored."""
+    if not path or not folder:
+        return path
+    relative = os.path.relpath(path, folder)
+    return path if relative.startswith("..") else relative
 
 
 def _versioned(con: duckdb.DuckDBPyConnection, table: str, post_id: str, key: str, value: Any) -> dict[str, Any] | None:

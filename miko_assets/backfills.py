@@ -39,17 +39,19 @@ def launch_asset_backfill(
         for asset, partitions in partitions_by_asset.items()
         if partitions
     ]
-    backfill = PartitionBackfill.from_partitions_by_assets(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=defs.resolve_asset_graph(),
-        backfill_timestamp=time.time(),
-        tags=dict(tags or {}),
-        dynamic_partitions_store=instance,
-        partitions_by_assets=selectors,
-        title=title,
-        description=description,
-        run_config=None,
-    )
+    # Dynamic partitions (post_batches) are looked up in the instance.
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        backfill = PartitionBackfill.from_partitions_by_assets(
+            backfill_id=make_new_backfill_id(),
+            asset_graph=defs.resolve_asset_graph(),
+            backfill_timestamp=time.time(),
+            tags=dict(tags or {}),
+            dynamic_partitions_store=instance,
+            partitions_by_assets=selectors,
+            title=title,
+            description=description,
+            run_config=None,
+        )
     instance.add_backfill(backfill)
     return backfill.backfill_id
 

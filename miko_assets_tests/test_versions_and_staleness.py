@@ -213,3 +213,38 @@ def test_the_knowledge_base_plot_draws_no_empty_panel() -> None:
     assert [c for c, _ in shown] == ["intentions", "mean_words", "distinct_tail_ratio"] and omitted == ["prefix adherence"]
     assert plot_statistics(stats).startswith(b"\x89PNG")
 
+
+
+def test_one_backfill_of_exactly_the_planned_partitions_is_requested_in_the_instance(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from miko_assets.assets.staleness import stale_backfill_job
+    from miko_assets.backfills import launch_asset_backfill
+    from miko_assets.definitions import defs
+    from miko_assets.resources import WarehouseResource
+
+    wh = Warehouse(tmp_path / "w.duckdb")
+    _materialize(wh, COOLER, "run-1", "cool")  # stale for the code location's configuration (no override)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("post_batches", [BATCH, "b-0001", "b-0002"])
+        plan = {"key_info": ["b-0001"], "intentions": [BATCH, "b-0001"]}
+        backfill_id = launch_asset_backfill(instance, defs, plan, title="stale partitions", tags={"miko/reason": "stale"})
+        backfill = instance.get_backfill(backfill_id)
+        assert backfill.status == dg._core.execution.backfill.BulkActionStatus.REQUESTED
+        assert backfill.tags == {"miko/reason": "stale"}
+        target = backfill.asset_backfill_data.target_subset
+        requested = {(key.to_user_string(), partition) for key, partition in target.iterate_asset_partitions()}
+        assert requested == {("key_info", "b-0001"), ("intentions", BATCH), ("intentions", "b-0001")}
+
+        # The same action from the UI: the job sees the stale partitions under its own configuration.
+        result = stale_backfill_job.execute_in_process(
+            instance=instance, resources={"warehouse": WarehouseResource(path=str(wh.path))},
+            run_config={"ops": {"launch_stale_backfill": {"config": {"assets": ["intentions"]}}}},
+        )
+        assert result.success
+        [output] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
+        metadata = output.step_output_data.metadata
+        assert metadata["partitions"].value == {"intentions": [BATCH]}
+        launched = instance.get_backfill(metadata["backfill_id"].value)
+        assert {(k.to_user_string(), p) for k, p in launched.asset_backfill_data.target_subset.iterate_asset_partitions()} == {
+            ("intentions", BATCH)}

@@ -248,3 +248,24 @@ def test_one_backfill_of_exactly_the_planned_partitions_is_requested_in_the_inst
         launched = instance.get_backfill(metadata["backfill_id"].value)
         assert {(k.to_user_string(), p) for k, p in launched.asset_backfill_data.target_subset.iterate_asset_partitions()} == {
             ("intentions", BATCH)}
+
+
+def test_cards_show_image_paths_relative_to_the_image_folder_given_at_ingest(tmp_path: Path) -> None:
+    from miko_assets.ingest.batches import ingest_file
+    from miko_assets.warehouse.lineage import card_markdown
+
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "cup.jpg").write_bytes(b"not read here")
+    data = tmp_path / "posts.jsonl"
+    data.write_text(json.dumps({"id": "1", "text": "waiting for the bus in the rain", "image": "a/cup.jpg"}) + "\n")
+    wh = Warehouse(tmp_path / "w.duckdb")
+    ingest_file(wh, "jsonl", data, split="train", images_dir=folder)
+    [(post_id, batch, image_path, root)] = wh.rows("SELECT post_id, batch, image_path, image_root FROM ingested_posts")
+    assert image_path == str(folder / "a" / "cup.jpg") and root == str(folder)
+    wh.append("posts", pd.DataFrame([{"batch": batch, "post_id": post_id, "text": "waiting", "image_path": image_path,
+                                      "image_root": root}]))
+    wh.append("intentions", pd.DataFrame([{"batch": batch, "post_id": post_id, "intention_id": "i1", "version_id": "i1.x", "status": "ok"}]))
+    card = intention_card(wh, "i1")
+    assert (card["post"]["image_path"], card["post"]["images_dir"]) == ("a/cup.jpg", str(folder))
+    assert f"- image: a/cup.jpg in {folder}" in card_markdown(card)

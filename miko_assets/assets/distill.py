@@ -27,8 +27,10 @@ _PREVIEW = {
 }
 
 
-def _generation_asset(spec: StageSpec, record: ConfigRecord) -> dg.AssetsDefinition:
+def _generation_asset(spec: StageSpec, record: ConfigRecord | None = None) -> dg.AssetsDefinition:
+    """The asset of one generation stage; `record` is its configuration in words (default: from the environment)."""
     upstream = STAGE_UPSTREAM[spec.asset]
+    record = record or config_record(spec, os.environ)
 
     @dg.asset(
         name=spec.asset,

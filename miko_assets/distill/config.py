@@ -14,9 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from miko_assets.config_files import STAGES_FILE, prompts_dir
+from miko_assets.config_files import PROMPTS_DIR_ENV, STAGES_FILE, prompts_dir
 from miko_assets.distill.prompts import (
-    PROMPTS_DIR_ENV,
     PromptError,
     PromptTemplate,
     load_prompt,

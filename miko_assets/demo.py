@@ -7,6 +7,8 @@ from pathlib import Path
 from miko_assets.assets.ingest import register_batches
 from miko_assets.ingest.batches import batch_prefix, ingest_file
 from miko_assets.instance import open_instance
+from miko_assets.distill.quality import format_quality_floor
+from miko_assets.stages.knowledge_base import intention_quality
 from miko_assets.warehouse.lineage import card_markdown, intention_card
 from miko_assets.warehouse.warehouse import Warehouse
 
@@ -68,6 +70,10 @@ def print_summary(warehouse: Warehouse, batches: list[str]) -> None:
         "SELECT rejected_part, reason FROM rejected_posts WHERE batch IN (SELECT unnest(?)) ORDER BY row_key", [batches]
     ):
         print(f"  rejected {part}: {reason}")
+    print("\nquality floor of the intentions (well-formed: a clause of 3 to 25 words, letters and "
+          "ordinary punctuation, not restating its prefix, not a copy of the post):")
+    for line in format_quality_floor(intention_quality(warehouse, batches)):
+        print(f"  {line}")
     example = warehouse.rows(
         "SELECT intention_id FROM intentions WHERE batch IN (SELECT unnest(?)) AND status = 'ok' "
         "ORDER BY batch, post_id, relation_index LIMIT 1",

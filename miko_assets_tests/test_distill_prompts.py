@@ -41,8 +41,11 @@ def test_every_prompt_version_is_registered() -> None:
         ("caption", "v1"),
         ("key_info", "v1"),
         ("key_info", "v2"),
+        ("key_info", "v3"),
         ("intentions", "v1"),
         ("intentions", "v2"),
+        ("intentions", "v3"),
+        ("intentions", "v4"),
         ("judge_plausibility", "v1"),
         ("judge_typicality", "v1"),
     }
@@ -99,7 +102,9 @@ def test_paper_prompts_are_version_1() -> None:
 
 def test_intention_prompts_name_every_prefix_and_put_the_post_last() -> None:
     for prompt in all_prompts(REPO_PROMPTS):
-        if prompt.name == "intentions":
+        if prompt.per_prefix:  # one call per prefix: the prefix itself comes last
+            assert prompt.user.rstrip().endswith("${prefix} ..."), (prompt.name, prompt.version)
+        elif prompt.name == "intentions":
             for relation in RELATIONS:
                 assert relation.prefix in prompt.user, (prompt.version, relation.name)
         if prompt.name != "caption":  # v1 caption is the paper's one sentence, verbatim
@@ -141,17 +146,17 @@ def test_malformed_or_absent_prompts_are_clear_errors(prompts_copy: Path) -> Non
     with pytest.raises(PromptError, match="invalid prompt name"):
         load_prompt("../intentions", "v1", prompts_copy)
 
-    path = prompts_copy / "key_info" / "v3.yaml"
+    path = prompts_copy / "key_info" / "v8.yaml"
     data = yaml.safe_load((prompts_copy / "key_info" / "v2.yaml").read_text())
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PromptError, match="must match its folder and file name"):
-        load_prompt("key_info", "v3", prompts_copy)
-    path.write_text(yaml.safe_dump({**data, "version": "v3", "user": "costs $ 5"}))
+        load_prompt("key_info", "v8", prompts_copy)
+    path.write_text(yaml.safe_dump({**data, "version": "v8", "user": "costs $ 5"}))
     with pytest.raises(PromptError, match="invalid placeholder"):
-        load_prompt("key_info", "v3", prompts_copy)
-    path.write_text(yaml.safe_dump({**data, "version": "v3", "temprature": 1}))
+        load_prompt("key_info", "v8", prompts_copy)
+    path.write_text(yaml.safe_dump({**data, "version": "v8", "temprature": 1}))
     with pytest.raises(PromptError, match="malformed"):
-        load_prompt("key_info", "v3", prompts_copy)
+        load_prompt("key_info", "v8", prompts_copy)
 
 
 def test_stage_config_defaults_use_the_embedded_model() -> None:
@@ -161,11 +166,42 @@ def test_stage_config_defaults_use_the_embedded_model() -> None:
         assert config.prompt().name == config.prompt_name == stage
     key_info = stage_config("key_info", {})
     intentions = stage_config("intentions", {})
-    assert (key_info.params.temperature, key_info.params.max_tokens) == (0.5, 300)
-    # JSON answers (v2) for the grammar-constrained embedded model need more room than 300.
-    assert (intentions.prompt_version, intentions.params.temperature, intentions.params.max_tokens) == ("v2", 0.7, 700)
+    # Per-field and per-relation completion (v3): a short clause each, at temperature 0.3.
+    assert (key_info.prompt_version, key_info.params.temperature, key_info.params.max_tokens) == ("v3", 0.3, 40)
+    assert (intentions.prompt_version, intentions.params.temperature, intentions.params.max_tokens) == ("v3", 0.3, 64)
+    assert key_info.prompt().per_prefix and intentions.prompt().per_prefix
     with pytest.raises(PromptError, match="unknown stage"):
         stage_config("sarcasm", {})
+
+
+def test_no_default_prompt_mentions_sarcasm_and_v2_stays_the_sarcasm_aware_variant() -> None:
+    for env in ({}, {"MIKO_CONFIG": "paper"}):
+        for stage in STAGES:
+            prompt = stage_config(stage, env).prompt()
+            text = f"{prompt.system} {prompt.user}".lower()
+            assert "sarcas" not in text and "iron" not in text, (env, stage, prompt.version)
+    for name in ("intentions", "key_info"):
+        assert "sarcas" in load_prompt(name, "v2", REPO_PROMPTS).user.lower() + load_prompt(name, "v2", REPO_PROMPTS).system.lower()
+
+
+def test_paper_configuration_reproduces_the_papers_prompts_and_parameters() -> None:
+    env = {"MIKO_CONFIG": "paper"}
+    key_info, intentions = stage_config("key_info", env), stage_config("intentions", env)
+    for config in (key_info, intentions):
+        assert (config.provider, config.model, config.prompt_version) == ("openai", "gpt-3.5-turbo", "v1")
+    assert (key_info.params.temperature, key_info.params.max_tokens) == (0.5, 300)
+    assert (intentions.params.temperature, intentions.params.max_tokens) == (0.7, 300)
+    assert stage_config("intentions", {**env, "MIKO_INTENTIONS_MODEL": "gpt-4o-mini"}).model == "gpt-4o-mini"
+    with pytest.raises(PromptError, match="MIKO_CONFIG='papr': no such configuration; known: paper"):
+        stage_config("intentions", {"MIKO_CONFIG": "papr"})
+    with pytest.raises(PromptError, match="no such configuration"):
+        stage_config("intentions", {"MIKO_CONFIG": "../stages"})
+
+
+def test_adding_optional_prompt_fields_kept_the_older_shas() -> None:
+    # The shas of the prompts written before `prefixes` existed, as registered in warehouses.
+    assert load_prompt("intentions", "v1", REPO_PROMPTS).sha == "3b4846b049a5c1a29a7f74a72a452b8d99727ed58ea1abdb920cde63a91edf3a"
+    assert load_prompt("key_info", "v3", REPO_PROMPTS).prefixes["concept"] == "The main topic of this post is"
 
 
 def test_environment_overrides_the_stage_config(prompts_copy: Path) -> None:
@@ -211,17 +247,18 @@ def test_code_version_changes_with_prompt_model_and_params(prompts_copy: Path) -
 
     base = version()
     assert base == version()  # deterministic
-    assert base.startswith("intentions@v2:")
+    assert base.startswith("intentions@v3:")
     changed = {
         version(MIKO_INTENTIONS_MODEL="qwen2.5-0.5b-instruct"),
         version(MIKO_INTENTIONS_PROVIDER="openai"),
         version(MIKO_INTENTIONS_TEMPERATURE="0.71"),
         version(MIKO_INTENTIONS_MAX_TOKENS="701"),
         version(MIKO_INTENTIONS_PROMPT_VERSION="v1"),
+        version(MIKO_INTENTIONS_TOP_K="10"),
     }
-    assert base not in changed and len(changed) == 5
+    assert base not in changed and len(changed) == 6
 
-    path = prompts_copy / "intentions" / "v2.yaml"
+    path = prompts_copy / "intentions" / "v3.yaml"
     path.write_text(path.read_text().replace("human-centric", "human centred"))
     assert version() != base
 

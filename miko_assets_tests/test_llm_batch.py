@@ -216,35 +216,43 @@ def add_posts(warehouse: Warehouse, partition: str, texts: list[str]) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("version", "script", "calls"),
+    [("v2", " script=fill", 2), ("v3", "", 20)],  # one call per post (JSON), one per relation
+)
 def test_miko_batch_commands_then_the_partition_is_made_from_the_cache(
     server: tuple[FakeLLMServer, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    version: str,
+    script: str,
+    calls: int,
 ) -> None:
     fake, url = server
     for name, value in {
         **provider_env(url),
         "MIKO_INTENTIONS_PROVIDER": "openai",
         "MIKO_INTENTIONS_MODEL": "gpt-4o-mini",
+        "MIKO_INTENTIONS_PROMPT_VERSION": version,
     }.items():
         monkeypatch.setenv(name, value)
     path = tmp_path / "w.duckdb"
     warehouse = Warehouse(path)
-    add_posts(warehouse, "p1", ["Love Mondays script=fill", "Best train ever script=fill"])
+    add_posts(warehouse, "p1", [f"Love Mondays{script}", f"Best train ever{script}"])
 
     def miko(*args: str) -> str:
         assert cli.main(["--warehouse", str(path), "batch", *args]) == 0
         return capsys.readouterr().out
 
-    assert "2 requests, 0 cached, 0 already in a pending batch, 2 submitted" in miko(
+    assert f"{calls} requests, 0 cached, 0 already in a pending batch, {calls} submitted" in miko(
         "submit", "--stage", "intentions", "--batch", "p1"
     )
-    assert ": pending (submitted), 2 items" in miko("status")
+    assert f": pending (submitted), {calls} items" in miko("status")
     assert "1 still pending" in miko("collect")
     fake.complete_batches()
-    assert "1 collected (2 answers, 0 failed items" in miko("collect")
-    assert "intentions p1: collected (completed), 2 items, 2 answers, 0 failed" in miko("status")
+    assert f"1 collected ({calls} answers, 0 failed items" in miko("collect")
+    assert f"intentions p1: collected (completed), {calls} items, {calls} answers, 0 failed" in miko("status")
     assert "0 submitted" in miko("submit", "--stage", "intentions", "--batch", "p1")
 
     # The asset's own path for the partition: every answer from the cache, no call made.
@@ -253,8 +261,9 @@ def test_miko_batch_commands_then_the_partition_is_made_from_the_cache(
     complete = runner_completer(LLMRunner.from_env(warehouse), "run", spec.stage, summaries)
     run = StageRun.start(spec.config, "run", spec.code_version)
     rows = stage_rows("intentions")(*stage_inputs(warehouse, "intentions", "p1"), run, complete)
-    assert (summaries[0].calls_made, summaries[0].cache_hits) == (0, 2)
+    assert (summaries[0].calls_made, summaries[0].cache_hits) == (0, calls)
     assert len(rows) == 20 and set(rows["status"]) == {"ok"}
+    assert rows["llm_call_id"].nunique() == calls
     assert set(warehouse.rows("SELECT stage FROM llm_calls")) == {("intentions",)}
 
 

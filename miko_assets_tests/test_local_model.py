@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -11,8 +12,11 @@ import pytest
 from pydantic import BaseModel, Field
 
 from miko_assets.llm.local import ENV_MODEL_PATH, LocalLlamaProvider, default_gguf_path
-from miko_assets.llm.models import GenerationParams, ImageInput, LLMRequest, Message
+from miko_assets.llm.continuation import check_continuation
+from miko_assets.llm.models import Continuation, GenerationParams, ImageInput, LLMRequest, Message
 from miko_assets.llm.provider_interface import Provider, ProviderError, ProviderReply
+from miko_assets.llm.provider_registry import ProviderRegistry
+from miko_assets.llm.runner import LLMRunner
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +157,30 @@ def test_a_file_that_is_not_a_model_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ProviderError, match="cannot load GGUF model") as caught:
         _send(provider, _request(provider, "Hi"))
     assert caught.value.kind == "model_load"
+
+
+def _continuation_request(
+    provider: LocalLlamaProvider, prefix: str, *, min_words: int = 3, max_words: int = 16, max_tokens: int = 48
+) -> LLMRequest:
+    content = f'The tweet: "Just ran my first marathon!"\nComplete the sentence: {prefix} ...'
+    request = _request(provider, content, max_tokens=max_tokens, temperature=0.3)
+    continuation = Continuation(prefix=prefix, min_words=min_words, max_words=max_words)
+    return request.model_copy(update={"continuation": continuation})
+
+
+def test_continuation_is_one_lowercase_clause_continuing_the_prefix(provider: LocalLlamaProvider) -> None:
+    prefix = "After posting this Tweet, the user feels"
+    reply = _send(provider, _continuation_request(provider, prefix))
+    assert reply.finish_reason == "stop" and reply.raw["grammar"] == "continuation"
+    assert re.fullmatch(r" [a-z'\-]+(?:,? [a-z'\-]+){2,15}\.", reply.text), reply.text
+    assert check_continuation(Continuation(prefix=prefix), reply.text)
+
+
+def test_a_grammar_the_model_cannot_satisfy_in_its_tokens_is_a_failure(provider: LocalLlamaProvider) -> None:
+    # 40 words cannot fit in 12 tokens: the answer is cut, and the runner fails it as `length`.
+    request = _continuation_request(provider, "After viewing this Tweet, others feel", min_words=40, max_words=40, max_tokens=12)
+    reply = _send(provider, request)
+    assert reply.finish_reason == "length"
+    result = LLMRunner(ProviderRegistry(env={}, providers=[provider]), None).run([request])
+    (response,) = result.responses
+    assert response.status == "failed" and response.error_kind == "length"

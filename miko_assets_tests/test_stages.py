@@ -11,6 +11,7 @@ import pytest
 
 from miko_assets.distill.config import stage_config
 from miko_assets.distill.relations import RELATION_NAMES
+from miko_assets.llm.continuation import ContinuationError, check_continuation
 from miko_assets.llm.models import LLMRequest, LLMResponse
 from miko_assets.stages.captions import KIND_NONE, KIND_OFFLINE, caption_rows
 from miko_assets.stages.common import StageRun, Validator
@@ -51,8 +52,9 @@ def _posts() -> pd.DataFrame:
     ])
 
 
-def _run(stage: str) -> StageRun:
-    return StageRun.start(stage_config(stage, {}), "run-1")
+def _run(stage: str, version: str | None = None) -> StageRun:
+    env = {f"MIKO_{stage.upper()}_PROMPT_VERSION": version} if version else {}
+    return StageRun.start(stage_config(stage, env), "run-1")
 
 
 def test_captions_offline_path_says_what_it_is() -> None:
@@ -76,7 +78,7 @@ def test_captions_offline_path_says_what_it_is() -> None:
 def test_key_info_and_intentions_record_every_outcome() -> None:
     posts = _posts()
     captions = pd.DataFrame([{"post_id": "t:1", "caption_id": "c1", "description": "a bus stop in the rain", "status": "ok"}])
-    key_info = key_info_rows(posts, captions, _run("key_info"),
+    key_info = key_info_rows(posts, captions, _run("key_info", "v2"),
                              ScriptedCompleter(['{"concept": "bus", "action": "wait", "object": "bus", "emotion": "annoyed", "keywords": "rain"}',
                                                 "Concept: cat\nEmotion: amused", None]))
     assert list(key_info["status"]) == ["ok", "ok", "failed"]
@@ -85,7 +87,7 @@ def test_key_info_and_intentions_record_every_outcome() -> None:
 
     answer = json.dumps({name: f"do thing {i}" for i, name in enumerate(RELATION_NAMES) if name != "oWant"})
     completer = ScriptedCompleter([answer, "I cannot help with that.", None])
-    rows = intention_rows(posts, captions, key_info, _run("intentions"), completer)
+    rows = intention_rows(posts, captions, key_info, _run("intentions", "v2"), completer)
     assert len(rows) == 30 and rows.groupby("post_id").size().tolist() == [10, 10, 10]
     first = rows[rows["post_id"] == "t:1"].set_index("relation")
     assert first.loc["oWant", "status"] == "missing" and "oWant" in first.loc["oWant", "error"]
@@ -99,6 +101,63 @@ def test_key_info_and_intentions_record_every_outcome() -> None:
     # The caption reached the prompt; the post without a usable caption says so.
     assert "a bus stop in the rain" in completer.requests[0].messages[-1].content
     assert "no usable image" in completer.requests[1].messages[-1].content
+
+
+class ContinuingCompleter(ScriptedCompleter):
+    """Answers continuation requests like the runner: invalid continuations fail with the reason."""
+
+    def __call__(self, requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
+        responses = super().__call__(requests, validate)
+        for index, (request, response) in enumerate(zip(requests, responses, strict=True)):
+            assert request.continuation is not None and validate is None
+            if response.status == "ok":
+                try:
+                    check_continuation(request.continuation, response.text or "")
+                except ContinuationError as exc:
+                    responses[index] = response.model_copy(update={"status": "failed", "error_kind": "invalid_output", "error": str(exc)})
+        return responses
+
+
+def test_per_relation_intentions_make_one_call_per_relation_with_its_own_lineage() -> None:
+    posts = _posts().head(2)
+    run = _run("intentions")
+    assert run.prompt.per_prefix and run.config.prompt_version == "v3"
+    answers = [f" thing number {i}." for i in range(10)]
+    answers[1] = None  # a failed call: only oEffect of the first post fails
+    answers[2] = " the user is."  # only the prefix's words again
+    answers += [" share a small joy with friends."] * 10
+    completer = ContinuingCompleter(answers)
+    rows = intention_rows(posts, pd.DataFrame(), pd.DataFrame(), run, completer)
+    assert len(completer.requests) == 20 and len(rows) == 20
+    # Every relation's request continues its own prefix, post-major (the prompt's post part is shared).
+    assert [r.continuation.prefix for r in completer.requests[:10]] == list(rows["prefix"][:10])
+    assert all(r.messages[-1].content.rstrip().endswith(f"{r.continuation.prefix} ...") for r in completer.requests)
+    assert rows["llm_call_id"].nunique() == 20  # which relation's call made which row
+    first = rows[rows["post_id"] == "t:1"].set_index("relation")
+    assert first.loc["xWant", "full_text"] == "After posting this Tweet, the user wants to thing number 0"
+    assert first.loc["xWant", "status"] == "ok" and first.loc["xWant", "kept_prefix"]
+    assert (first.loc["oEffect", "status"], first.loc["oEffect", "error"]) == ("failed", "rate_limited: 429 after 5 attempts")
+    assert first.loc["xAttr", "status"] == "failed" and "only_prefix" in first.loc["xAttr", "error"]
+    assert (rows[rows["post_id"] == "t:2"]["status"] == "ok").all()
+
+
+def test_per_field_key_info_records_each_fields_call() -> None:
+    posts = _posts().head(2)
+    run = _run("key_info")
+    assert run.prompt.per_prefix and run.config.prompt_version == "v3"
+    answers = [" waiting for a bus.", " standing in the rain.", None, " annoyance.", " bus, rain, waiting."]
+    answers += [None] * 5
+    completer = ContinuingCompleter(answers)
+    rows = key_info_rows(posts, pd.DataFrame(), run, completer)
+    assert len(completer.requests) == 10
+    first, second = rows.iloc[0], rows.iloc[1]
+    assert (first["concept"], first["action"], first["object"], first["emotion"]) == (
+        "waiting for a bus", "standing in the rain", None, "annoyance")
+    assert first["status"] == "ok" and first["error"].startswith("object: rate_limited")
+    call_ids = json.loads(first["field_call_ids"])
+    assert list(call_ids) == ["concept", "action", "object", "emotion", "keywords"]
+    assert call_ids["concept"] == first["llm_call_id"] == completer.requests[0].cache_key()
+    assert second["status"] == "failed" and second["error"].count("rate_limited") == 5
 
 
 def test_lineage_of_unknown_or_hostile_ids_is_a_clear_error(tmp_path: Path) -> None:

@@ -211,10 +211,10 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"duckdb"},
         description=(
-            f"Zero-shot intentions from the text of {config.posts} MIKO release posts by "
+            f"Zero-shot intentions from the text of {config.described_posts} MIKO release post(s) by "
             f"{', '.join(g.name for g in config.generators)}, scored against the accepted intentions "
-            "(prefixes stripped; BLEU-1/2, ROUGE-L, BERTScore with all-MiniLM-L6-v2). "
-            "MIKO_BENCHMARK_POSTS, MIKO_BENCHMARK_GENERATORS, MIKO_BENCHMARK_RELEASE."
+            "(prefixes stripped; BLEU-1/2, ROUGE-L, BERTScore). "
+            "MIKO_BENCHMARK_POSTS, MIKO_BENCHMARK_SEED, MIKO_BENCHMARK_GENERATORS, MIKO_BENCHMARK_RELEASE."
         ),
     )
     def intention_benchmark(
@@ -222,7 +222,7 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         wh = warehouse.get()
         run_id = context.run.run_id
-        posts = benchmark_posts(config.release_path, config.posts)
+        posts = benchmark_posts(config.release_path, config.posts, config.seed)
         register_prompts(wh, [g.config.prompt() for g in config.generators])
         summaries: list[RunSummary] = []
         items = generate(config.generators, posts, runner_completer(llm.runner(wh), run_id, "benchmark", summaries))

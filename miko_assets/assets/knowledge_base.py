@@ -7,7 +7,12 @@ from pydantic import Field
 
 from miko_assets.assets.metadata import preview
 from miko_assets.resources import WarehouseResource
-from miko_assets.stages.knowledge_base import overall_statistics, plot_statistics, relation_statistics
+from miko_assets.stages.knowledge_base import (
+    intention_quality,
+    overall_statistics,
+    plot_statistics,
+    relation_statistics,
+)
 from miko_assets.warehouse.lineage import UnknownIntention, card_markdown, intention_card
 
 
@@ -15,19 +20,26 @@ from miko_assets.warehouse.lineage import UnknownIntention, card_markdown, inten
     deps=["intentions"],
     group_name="knowledge_base",
     kinds={"duckdb"},
-    description="Statistics of the intention knowledge base like the paper's, with a plot; `miko export` writes it out.",
+    description=(
+        "Statistics of the intention knowledge base like the paper's, with a plot, and its quality "
+        "floor per relation (well-formed, empty or failed, distinct tails); `miko export` writes it out."
+    ),
 )
 def knowledge_base(warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.get()
     stats = relation_statistics(wh)
     overall = overall_statistics(wh)
     png = base64.b64encode(plot_statistics(stats)).decode()
+    quality = intention_quality(wh)
+    overall_quality = quality.iloc[-1] if not quality.empty else None
     return dg.MaterializeResult(
         metadata={
             **{k: v for k, v in overall.items() if not isinstance(v, list)},
             "models": ", ".join(overall["models"]),
             "prompt_versions": ", ".join(overall["prompt_versions"]),
             "per_relation": preview(stats.round(3), list(stats.columns), rows=len(stats)),
+            "well_formed_share": float(overall_quality["well_formed"]) if overall_quality is not None else 0.0,
+            "quality_floor": preview(quality.round(3), list(quality.columns), rows=len(quality)),
             "plot": dg.MetadataValue.md(f"![per-relation statistics](data:image/png;base64,{png})"),
         }
     )

@@ -7,6 +7,7 @@ Every value can be overridden per stage from the environment, e.g. `MIKO_INTENTI
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from miko_assets.distill.prompts import (
 from miko_assets.llm.endpoints import provider_endpoint
 from miko_assets.llm.models import (
     DEFAULT_IMAGE_SIDE,
+    Continuation,
     GenerationParams,
     ImageDetail,
     ImageInput,
@@ -32,6 +34,11 @@ from miko_assets.llm.models import (
     sha256_text,
 )
 
+# A named configuration: `MIKO_CONFIG=paper` reads `profiles/paper.yaml` in the prompts folder
+# (same format as `stages.yaml`) instead of `stages.yaml`.
+CONFIG_ENV = "MIKO_CONFIG"
+PROFILES_DIR = "profiles"
+_PROFILE_NAME = re.compile(r"^[a-z0-9_-]+$")
 # The providers whose API takes an image `detail`.
 DETAIL_PROVIDERS = frozenset({"openai"})
 
@@ -44,6 +51,7 @@ _ENV_SETTINGS: dict[str, tuple[str, _Group]] = {
     "TEMPERATURE": ("temperature", "params"),
     "MAX_TOKENS": ("max_tokens", "params"),
     "TOP_P": ("top_p", "params"),
+    "TOP_K": ("top_k", "params"),
     "SEED": ("seed", "params"),
     "IMAGE_MAX_SIDE": ("max_side", "image"),
     "IMAGE_DETAIL": ("detail", "image"),
@@ -116,13 +124,27 @@ class StageConfig(BaseModel):
         return load_prompt(self.prompt_name, self.prompt_version, self.prompts_dir)
 
 
+def stages_file(env: Mapping[str, str] = os.environ) -> Path:
+    """The stage configuration in force: `profiles/$MIKO_CONFIG.yaml`, else `stages.yaml`."""
+    directory = prompts_dir(env)
+    name = env.get(CONFIG_ENV)
+    if not name:
+        return directory / STAGES_FILE
+    path = directory / PROFILES_DIR / f"{name}.yaml"
+    if not _PROFILE_NAME.match(name) or not path.is_file():
+        known = sorted(p.stem for p in (directory / PROFILES_DIR).glob("*.yaml"))
+        raise PromptError(f"{CONFIG_ENV}={name!r}: no such configuration; known: {', '.join(known) or 'none'}")
+    return path
+
+
 def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig:
-    """Resolve a stage from the prompts folder's `stages.yaml`, then `MIKO_<STAGE>_*` overrides.
+    """Resolve a stage from the configuration in force (`stages_file`), then `MIKO_<STAGE>_*`
+    overrides.
 
     An empty environment variable counts as unset.
     """
     directory = prompts_dir(env)
-    path = directory / STAGES_FILE
+    path = stages_file(env)
     try:
         stages = _StagesFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
@@ -225,6 +247,24 @@ def build_request(
         schema_name=schema_name if structured else None,
         endpoint=config.endpoint,
     )
+
+
+def build_continuation_request(
+    config: StageConfig,
+    prompt: PromptTemplate,
+    fields: Mapping[str, str],
+    prefix: str,
+    *,
+    min_words: int,
+    max_words: int,
+) -> LLMRequest:
+    """The request of a `completion` prompt for one prefix: rendered with `fields` and
+    `${prefix}`, the answer constrained to one clause of `min_words` to `max_words` continuing it."""
+    if not prompt.per_prefix:
+        raise PromptError(f"prompt {prompt.name} {prompt.version} is not a completion prompt")
+    request = build_request(config, prompt, {**fields, "prefix": prefix})
+    continuation = Continuation(prefix=prefix, min_words=min_words, max_words=max_words)
+    return request.model_copy(update={"continuation": continuation})
 
 
 def _check_prompt(config: StageConfig, prompt: PromptTemplate) -> None:

@@ -1,22 +1,26 @@
-"""Intentions stage: one call per post, parsed into exactly ten rows (one per relation)."""
+"""Intentions stage: one call per post parsed into ten intentions, or one call per relation
+(a `completion` prompt), each answer continuing its relation's prefix."""
 
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from miko_assets.distill.caption import NO_CAPTION
-from miko_assets.distill.config import StageConfig, build_request
+from miko_assets.distill.config import StageConfig, build_continuation_request, build_request
 from miko_assets.distill.key_info import KeyInfo
 from miko_assets.distill.parsing import as_text, extract_json, json_string_or_text
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.distill.relations import RELATIONS, Relation
+from miko_assets.llm.continuation import continuation_text, prefix_pattern
 from miko_assets.llm.models import LLMRequest
 
 IntentionStatus = Literal["ok", "missing", "empty"]
+
+# The length of one per-relation continuation, in words (the grammar on the embedded model).
+CLAUSE_MIN_WORDS, CLAUSE_MAX_WORDS = 3, 16
 
 INTENTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -93,15 +97,49 @@ def build_intentions_request(
     caption: str | None,
     key_info: KeyInfo | None,
 ) -> LLMRequest:
-    """The intentions request for one post; a missing caption or key info is shown as such."""
-    fields = {
-        "text": text,
-        "caption": caption or NO_CAPTION,
-        **(key_info or KeyInfo()).prompt_fields(),
-    }
+    """The one-call intentions request for one post; a missing caption or key info is shown
+    as such."""
     return build_request(
-        config, prompt, fields, output_schema=INTENTIONS_SCHEMA, schema_name="intentions"
+        config,
+        prompt,
+        _post_fields(text, caption, key_info),
+        output_schema=INTENTIONS_SCHEMA,
+        schema_name="intentions",
     )
+
+
+def build_relation_requests(
+    config: StageConfig,
+    prompt: PromptTemplate,
+    text: str,
+    caption: str | None,
+    key_info: KeyInfo | None,
+) -> tuple[LLMRequest, ...]:
+    """The per-relation requests of a `completion` prompt for one post, in relation order:
+    each continues its relation's prefix with one clause of 3 to 16 words."""
+    fields = _post_fields(text, caption, key_info)
+    return tuple(
+        build_continuation_request(
+            config, prompt, fields, r.prefix, min_words=CLAUSE_MIN_WORDS, max_words=CLAUSE_MAX_WORDS
+        )
+        for r in RELATIONS
+    )
+
+
+def relation_intention(relation: Relation, answer: str | None) -> ParsedIntention:
+    """The intention of one per-relation answer (the continuation of the relation's prefix)."""
+    completion = continuation_text(relation.prefix, answer)
+    return ParsedIntention(
+        relation=relation.name,
+        prefix=relation.prefix,
+        completion=completion,
+        kept_prefix=True,
+        status="ok" if _WORD.search(completion) else "empty",
+    )
+
+
+def _post_fields(text: str, caption: str | None, key_info: KeyInfo | None) -> dict[str, str]:
+    return {"text": text, "caption": caption or NO_CAPTION, **(key_info or KeyInfo()).prompt_fields()}
 
 
 def parse_intentions(answer: str | None) -> tuple[ParsedIntention, ...]:
@@ -126,11 +164,11 @@ def split_prefix(relation: Relation, text: str) -> tuple[str, bool]:
     the prompt's placeholder) is dropped from the completion.
     """
     text = text.strip()
-    match = _prefix_pattern(relation.prefix).match(text)
+    match = prefix_pattern(relation.prefix).match(text)
     if not match:
         return text, False
     completion = text[match.end() :].strip()
-    while repeated := _prefix_pattern(relation.prefix).match(completion):
+    while repeated := prefix_pattern(relation.prefix).match(completion):
         completion = completion[repeated.end() :].strip()
     return _LEADING_ELLIPSIS.sub("", completion), True
 
@@ -188,7 +226,7 @@ def _by_prefix(text: str) -> dict[int, str]:
     for line in text.splitlines():
         line = _clean(_strip_bullet(line))
         for relation in longest_first:
-            if relation.number not in items and _prefix_pattern(relation.prefix).match(line):
+            if relation.number not in items and prefix_pattern(relation.prefix).match(line):
                 items[relation.number] = line
                 break
     return items
@@ -242,13 +280,6 @@ def _clean(text: str) -> str:
 
 def _strip_bullet(line: str) -> str:
     return re.sub(r"^[ \t]*(?:[-*•>]+|\d{1,2}[.)])[ \t]+", "", line)
-
-
-@cache
-def _prefix_pattern(prefix: str) -> re.Pattern[str]:
-    """The prefix, case-insensitive, words separated by any whitespace and/or a comma."""
-    words = [re.escape(w.rstrip(",")) for w in prefix.split()]
-    return re.compile(r"(?:\s*,\s*|\s+)".join(words) + r"(?!\w)", re.IGNORECASE)
 
 
 def _restates_prefix(prefix: str, completion: str) -> bool:

@@ -8,15 +8,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from miko_assets.distill.caption import NO_CAPTION
-from miko_assets.distill.config import StageConfig, build_request
+from miko_assets.distill.config import StageConfig, build_continuation_request, build_request
 from miko_assets.distill.parsing import ParseError, as_text, extract_json, json_string_or_text
-from miko_assets.distill.prompts import PromptTemplate
+from miko_assets.distill.prompts import PromptError, PromptTemplate
+from miko_assets.llm.continuation import continuation_text
 from miko_assets.llm.models import LLMRequest
 
 KEY_INFO_FIELDS: tuple[str, ...] = ("concept", "action", "object", "emotion", "keywords")
 
 # What the intentions prompt shows for a field the key-info answer did not have.
 MISSING_FIELD = "none"
+# The longest per-field answer, in words (the grammar on the embedded model).
+FIELD_MAX_WORDS = 10
 
 KEY_INFO_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -68,6 +71,31 @@ def build_key_info_request(
         output_schema=KEY_INFO_SCHEMA,
         schema_name="key_info",
     )
+
+
+def build_field_requests(
+    config: StageConfig, prompt: PromptTemplate, text: str, caption: str | None
+) -> tuple[LLMRequest, ...]:
+    """The per-field requests of a `completion` prompt for one post, in `KEY_INFO_FIELDS`
+    order: each continues the prompt's prefix for its field with a phrase of 1 to 10 words."""
+    prefixes = prompt.prefixes or {}
+    missing = [f for f in KEY_INFO_FIELDS if not prefixes.get(f)]
+    if missing:
+        raise PromptError(
+            f"prompt {prompt.name} {prompt.version} needs a prefix for {', '.join(missing)}"
+        )
+    fields = {"text": text, "caption": caption or NO_CAPTION}
+    return tuple(
+        build_continuation_request(
+            config, prompt, fields, prefixes[f], min_words=1, max_words=FIELD_MAX_WORDS
+        )
+        for f in KEY_INFO_FIELDS
+    )
+
+
+def field_value(prefix: str, answer: str | None) -> str | None:
+    """A field's value from its per-field answer (the continuation of the field's prefix)."""
+    return _clean(continuation_text(prefix, answer))
 
 
 def parse_key_info(answer: str | None) -> KeyInfo:

@@ -33,18 +33,27 @@ class PromptFile(BaseModel):
     name: str
     version: str
     description: str
-    output: Literal["text", "json"] = "text"
+    # `completion`: one call per relation or field, the answer continuing `${prefix}`.
+    output: Literal["text", "json", "completion"] = "text"
     system: str
     user: str
+    # Per-field prefixes of a `completion` prompt whose prefixes are not MIKO's relations.
+    prefixes: dict[str, str] | None = None
 
 
 class PromptTemplate(PromptFile):
     """A loaded prompt: the file's content plus `sha`, the sha256 of its canonical JSON form.
 
-    The sha ignores YAML layout and comments but changes with any content edit.
+    The sha ignores YAML layout and comments but changes with any content edit (an absent
+    optional field is left out, so adding one kept older shas).
     """
 
     sha: str
+
+    @property
+    def per_prefix(self) -> bool:
+        """Whether the prompt makes one call per relation (or field), continuing its prefix."""
+        return self.output == "completion"
 
     @property
     def placeholders(self) -> frozenset[str]:
@@ -105,5 +114,5 @@ def _load_file(path: Path) -> PromptTemplate:
     for part in ("system", "user"):
         if not Template(getattr(content, part)).is_valid():
             raise PromptError(f"{path}: invalid placeholder in {part} (write a literal $ as $$)")
-    sha = sha256_text(canonical_json(content.model_dump()))
+    sha = sha256_text(canonical_json(content.model_dump(exclude_none=True)))
     return PromptTemplate(**content.model_dump(), sha=sha)

@@ -39,18 +39,25 @@ class AnthropicSettings(BaseModel):
 
 
 def messages_params(request: LLMRequest) -> dict[str, Any]:
-    """The Messages API arguments for a request."""
+    """The Messages API arguments for a request; a continuation prefills the assistant turn."""
     system = [m.content for m in request.messages if m.role == "system"]
     # Recent SDKs no longer type the sampling parameters; the API still reads them from the body.
     sampling: dict[str, Any] = {"temperature": request.params.temperature}
     if request.params.top_p is not None:
         sampling["top_p"] = request.params.top_p
+    if request.params.top_k is not None:
+        sampling["top_k"] = request.params.top_k
+    messages = [_message(m) for m in request.messages if m.role != "system"]
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.params.max_tokens,
-        "messages": [_message(m) for m in request.messages if m.role != "system"],
+        "messages": messages,
         "extra_body": sampling,
     }
+    if request.continuation is not None:
+        # A prefilled assistant turn: the model continues the prefix (no trailing space allowed).
+        messages.append({"role": "assistant", "content": request.continuation.prefix.rstrip()})
+        params["stop_sequences"] = ["\n"]
     if system:
         blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in system]
         blocks[-1]["cache_control"] = {"type": "ephemeral"}

@@ -294,6 +294,7 @@ def request_from_json(request_json: str) -> LLMRequest:
         params=GenerationParams.model_validate(raw["params"]),
         output_schema=raw["output_schema"],
         endpoint=raw.get("endpoint"),
+        continuation=raw.get("continuation"),
     )
 
 

@@ -26,7 +26,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
 
 from miko_assets.cpu_lock import exclusive_cores
-from miko_assets.llm.models import LLMRequest
+from miko_assets.llm.models import Continuation, LLMRequest
 from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 
 ENV_MODEL_PATH = "MIKO_LOCAL_MODEL_PATH"
@@ -118,11 +118,15 @@ class LocalLlamaProvider:
             "list[ChatCompletionRequestMessage]",
             [{"role": m.role, "content": m.content} for m in request.messages],
         )
-        grammar, grammar_kind = _grammar_for(request.output_schema)
+        grammar, grammar_kind = _grammar_for(request)
         params = request.params
         sampling: dict[str, Any] = {"temperature": params.temperature}
         if params.top_p is not None:
             sampling["top_p"] = params.top_p
+        if params.top_k is not None:
+            sampling["top_k"] = params.top_k
+        # A continuation is raw completion: its prefix opens the assistant turn.
+        opening = request.continuation.prefix if request.continuation else ""
 
         with loaded.lock, exclusive_cores():
             if time.monotonic() > deadline:
@@ -135,7 +139,9 @@ class LocalLlamaProvider:
                     "bad_request", f"the chat template of {self.model} rejected the messages: {exc}"
                 ) from exc
             prompt = llm.tokenize(
-                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+                (rendered.prompt + opening).encode("utf-8"),
+                add_bos=not rendered.added_special,
+                special=True,
             )
             needed = len(prompt) + params.max_tokens
             if needed > self.n_ctx:
@@ -243,8 +249,28 @@ def _token_text(llm: Llama, token_id: int) -> str:
     return llm.detokenize([token_id], special=True).decode("utf-8", "replace")
 
 
-def _grammar_for(schema: dict[str, Any] | None) -> tuple[LlamaGrammar | None, str]:
-    """A llama.cpp grammar for the output schema, and which kind it is (recorded in `raw`)."""
+def continuation_grammar(continuation: Continuation) -> str:
+    """GBNF for one lowercase clause continuing a prefix: a leading space, `min_words` to
+    `max_words` words (letters, inner apostrophe or hyphen) separated by spaces or commas, and a
+    closing period."""
+    more_min, more_max = continuation.min_words - 1, continuation.max_words - 1
+    return (
+        f'root ::= " " word (sep word){{{more_min},{more_max}}} "."\n'
+        'sep ::= " " | ", "\n'
+        "word ::= [a-z]{1,15} ([\'-] [a-z]{1,15})?\n"
+    )
+
+
+def _grammar_for(request: LLMRequest) -> tuple[LlamaGrammar | None, str]:
+    """A llama.cpp grammar for the request's continuation or output schema, and which kind it
+    is (recorded in `raw`)."""
+    if request.continuation is not None:
+        try:
+            grammar = continuation_grammar(request.continuation)
+            return LlamaGrammar.from_string(grammar, verbose=False), "continuation"
+        except ValueError as exc:
+            raise ProviderError("bad_request", f"unusable continuation grammar: {exc}") from exc
+    schema = request.output_schema
     if schema is None:
         return None, "none"
     try:

@@ -47,15 +47,37 @@ class Message(BaseModel):
 
 
 class GenerationParams(BaseModel):
+    """Sampling parameters. `top_k` is sent where the provider has it (see the README)."""
+
     model_config = ConfigDict(frozen=True)
 
     temperature: float = 0.7
     max_tokens: int = 300
     top_p: float | None = None
     seed: int | None = None
+    top_k: int | None = Field(default=None, ge=1)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The parameters as hashed; `top_k` only when set, so older hashes stay valid."""
+        return self.model_dump(exclude={"top_k"} if self.top_k is None else set())
 
     def params_hash(self) -> str:
-        return sha256_text(canonical_json(self.model_dump()))[:16]
+        return sha256_text(canonical_json(self.fingerprint()))[:16]
+
+
+class Continuation(BaseModel):
+    """The answer is the continuation of `prefix`, one short clause of `min_words` to `max_words`.
+
+    The embedded model gets the prefix written at the start of its turn and a grammar for the
+    clause; servers get the prompt (which shows the prefix), a stop at the line end and the
+    token limit. The answer text is the continuation only.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    prefix: str
+    min_words: int = Field(default=3, ge=1)
+    max_words: int = Field(default=16, ge=1)
 
 
 class LLMRequest(BaseModel):
@@ -72,6 +94,7 @@ class LLMRequest(BaseModel):
     # The normalised base URL of an OpenAI-compatible server (`llm.endpoints`); None for
     # providers whose name fixes where calls go.
     endpoint: str | None = None
+    continuation: Continuation | None = None
 
     def cache_key(self) -> str:
         """Content address: provider, endpoint, model, messages (images by sha), params, schema."""
@@ -84,15 +107,19 @@ class LLMRequest(BaseModel):
     def fingerprint(self) -> dict[str, Any]:
         # Without an endpoint the key is the one requests had before endpoints were keyed.
         where = {"endpoint": self.endpoint} if self.endpoint is not None else {}
+        continuation = (
+            {"continuation": self.continuation.model_dump()} if self.continuation else {}
+        )
         return {
             **where,
+            **continuation,
             "provider": self.provider,
             "model": self.model,
             "messages": [
                 {"role": m.role, "content": m.content, "images": [i.key() for i in m.images]}
                 for m in self.messages
             ],
-            "params": self.params.model_dump(),
+            "params": self.params.fingerprint(),
             "output_schema": self.output_schema,
         }
 

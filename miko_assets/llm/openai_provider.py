@@ -54,7 +54,8 @@ class OpenAISettings(BaseModel):
 
 
 def chat_payload(request: LLMRequest, json_mode: str = "json_schema") -> dict[str, Any]:
-    """The Chat Completions body for a request: images as data URLs, schema as `response_format`."""
+    """The Chat Completions body for a request: images as data URLs, schema as `response_format`,
+    a continuation as a stop at the end of the line."""
     payload: dict[str, Any] = {
         "model": request.model,
         "messages": [_chat_message(m) for m in request.messages],
@@ -66,6 +67,13 @@ def chat_payload(request: LLMRequest, json_mode: str = "json_schema") -> dict[st
         payload["max_tokens"] = request.params.max_tokens
         if request.params.top_p is not None:
             payload["top_p"] = request.params.top_p
+        if request.params.top_k is not None:
+            # Not an OpenAI parameter: vLLM and llama.cpp's server honour it, api.openai.com
+            # rejects it (so leave top_k unset for OpenAI's own models).
+            payload["top_k"] = request.params.top_k
+    if request.continuation is not None:
+        # The prompt shows the prefix; the answer is its continuation, one line.
+        payload["stop"] = ["\n"]
     if request.params.seed is not None:
         payload["seed"] = request.params.seed
     if request.output_schema is not None:

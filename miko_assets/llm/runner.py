@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from miko_assets.llm.cache import CallRecord, CallWriter, LLMCallCache
 from miko_assets.llm.config import RunnerConfig
+from miko_assets.llm.continuation import ContinuationError, check_continuation
 from miko_assets.llm.costs import (
     BudgetGuard,
     PriceBook,
@@ -397,5 +398,12 @@ class _Batch:
             self.writer.put(outcome.record)
 
     def _validate(self, request: LLMRequest, text: str | None) -> tuple[object, str | None]:
-        """(parsed answer, None), or (None, what is wrong with it)."""
+        """(parsed answer, None), or (None, what is wrong with it).
+
+        A continuation's answer is judged by `check_continuation` (parsed: the continuation)."""
+        if request.continuation is not None:
+            try:
+                return check_continuation(request.continuation, text or ""), None
+            except ContinuationError as exc:
+                return None, str(exc)
         return validate_answer(self.validator, request.output_schema is not None, text or "")

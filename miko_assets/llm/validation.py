@@ -60,11 +60,12 @@ def parsed_json(parsed: Any) -> str | None:
 
 def repair_request(request: LLMRequest, answer: str, problem: str) -> LLMRequest:
     """The follow-up call for an invalid answer: the conversation, the answer, what is wrong."""
-    wanted = (
-        "Reply with only a JSON object that matches the required schema."
-        if request.output_schema is not None
-        else "Follow the required answer format exactly."
-    )
+    if request.continuation is not None:
+        wanted = "Continue the sentence in a few words of your own; do not repeat its beginning."
+    elif request.output_schema is not None:
+        wanted = "Reply with only a JSON object that matches the required schema."
+    else:
+        wanted = "Follow the required answer format exactly."
     instruction = f"Your previous answer could not be used: {problem[:1000]}\n{wanted}"
     return request.model_copy(
         update={

@@ -66,7 +66,8 @@ def build_sarcasm_dataset(
     relations in `RELATIONS` order, `n_intentions`, `has_intentions` (at least one usable
     intention), `teacher_model`, `teacher_prompt_version`, `teacher_prompt_sha` and
     `teacher_llm_call_id` (the intentions' model, prompt version and sha and the LLM call that
-    made them, comma-joined when a post mixes several), and `batch` when posts carry it.
+    made them, comma-joined when a post mixes several; the prompt versions also name the key
+    information's when `key_info` has a `prompt_version` column), and `batch` when posts carry it.
     Posts without a label are excluded and counted in `n_unlabelled`.
     """
     _require_columns("posts", posts, POST_COLUMNS)
@@ -86,6 +87,12 @@ def build_sarcasm_dataset(
     frame = frame.merge(_captions(captions), on="post_id", how="left")
     frame = frame.merge(_key_info(key_info), on="post_id", how="left")
     frame = frame.merge(_intentions(intentions), on="post_id", how="left")
+    # The key information's prompt is an input of the intentions too: name it beside theirs.
+    versions = frame.pop("key_info_prompt_version")
+    frame["teacher_prompt_version"] = [
+        ",".join(sorted({str(v) for v in pair if isinstance(v, str) and v})) or None
+        for pair in zip(frame["teacher_prompt_version"], versions, strict=True)
+    ]
     for column in ("caption", "key_info", *INTENT_COLUMNS):
         frame[column] = frame[column].fillna("").astype(str)
     for column in ("caption_id", "key_info_id", *INTENT_ID_COLUMNS, *TEACHER_COLUMNS):
@@ -128,11 +135,13 @@ def _captions(captions: pd.DataFrame | None) -> pd.DataFrame:
 def _key_info(key_info: pd.DataFrame | None) -> pd.DataFrame:
     rows = _usable("key_info", key_info, KEY_INFO_COLUMNS)
     _unique_per("key_info", rows, ["post_id"])
+    versions = key_info.loc[rows.index, "prompt_version"] if key_info is not None and "prompt_version" in key_info else None
     return pd.DataFrame(
         {
             "post_id": rows["post_id"],
             "key_info": [format_key_info(r) for r in rows[list(KEY_INFO_FIELDS)].to_dict("records")],
             "key_info_id": rows["key_info_id"],
+            "key_info_prompt_version": versions if versions is not None else None,
         }
     )
 

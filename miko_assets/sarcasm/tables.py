@@ -20,8 +20,8 @@ _UPSTREAM_SQL = {
     "posts": "SELECT batch, post_id, dataset, split, text, label FROM posts WHERE batch = ?",
     "captions": "SELECT post_id, description AS caption, caption_id, status FROM captions WHERE batch = ?",
     "key_info": (
-        "SELECT post_id, concept, action, object, emotion, keywords, key_info_id, status "
-        "FROM key_info WHERE batch = ?"
+        "SELECT post_id, concept, action, object, emotion, keywords, key_info_id, status, "
+        "prompt_name || '@' || prompt_version AS prompt_version FROM key_info WHERE batch = ?"
     ),
     "intentions": (
         "SELECT post_id, relation, full_text AS intention, intention_id, provider || '/' || model AS model, "

@@ -6,27 +6,35 @@ user wants to"). Hypotheses and references are both scored WITHOUT it (`split_pr
 matches it case- and spacing-insensitively), so the shared boilerplate does not inflate BLEU,
 ROUGE-L or BERTScore and only what a generator actually wrote is compared.
 
-Zero-shot from the text: the generator gets the intentions prompt with the post's text only;
-the image description and the key-information fields say they are absent. A relation the
-generator did not answer (or a failed call) is scored as an empty hypothesis, i.e. 0.
+Zero-shot from the text: the generator gets an intentions prompt with the post's text only
+(a prompt that also reads the image description and key information is told they are absent).
+A per-relation prompt (the authors' protocol, intentions v4) makes one call per relation that
+has references; a one-call prompt one call per post. A relation the generator did not answer
+(or a failed call) is scored as an empty hypothesis, i.e. 0.
 
-Generators come from `MIKO_BENCHMARK_GENERATORS`, comma-separated `provider:model:prompt_version`
-(a model name may itself contain colons), e.g.
-`local:SmolLM2-135M-Instruct.Q4_1:v2,openai:gpt-4o-mini:v1`; the intentions stage's generation
-parameters apply to all. Default: the current intentions stage configuration.
+Generators come from `MIKO_BENCHMARK_GENERATORS`, comma-separated, each a preset name from
+`prompts/benchmark_presets.yaml` (the eight open models the authors compared, served through
+the `openai` provider, and the embedded model) or `provider:model:prompt_version` (a model name
+may itself contain colons), which takes the intentions stage's generation parameters. Default:
+the `smollm2-135m` preset. Posts: every released post with a reference, or a seeded sample of
+`MIKO_BENCHMARK_POSTS` of them (`MIKO_BENCHMARK_SEED`, default 0).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from miko_assets.annotate.benchmark import (
     BERTSCORE_F1,
@@ -44,10 +52,14 @@ from miko_assets.annotate.benchmark import (
 from miko_assets.annotate.miko_release import accepted_references, read_release
 from miko_assets.distill.config import StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import (
+    ParsedIntention,
     build_intentions_request,
+    build_relation_requests,
     parse_intentions,
+    relation_intention,
     split_prefix,
 )
+from miko_assets.distill.prompts import PromptError, prompts_dir
 from miko_assets.distill.relations import RELATION_NAMES, RELATIONS_BY_NAME
 from miko_assets.llm.models import LLMResponse
 from miko_assets.stages.common import Completer, response_failure
@@ -56,9 +68,11 @@ from miko_assets.stages.intentions import require_some_intention
 from miko_assets.warehouse.schema import BENCHMARK_ITEMS, BENCHMARK_RESULTS
 
 POSTS_ENV = "MIKO_BENCHMARK_POSTS"
+SEED_ENV = "MIKO_BENCHMARK_SEED"
 GENERATORS_ENV = "MIKO_BENCHMARK_GENERATORS"
 RELEASE_ENV = "MIKO_BENCHMARK_RELEASE"
-DEFAULT_POSTS = 20
+PRESETS_FILE = "benchmark_presets.yaml"
+DEFAULT_PRESET = "smollm2-135m"
 INTENTIONS_STAGE = "intentions"
 SCORING_VERSION = "prefix-stripped|bleu1,bleu2,rouge_l|bertscore=all-MiniLM-L6-v2,last-layer,no-idf,no-rescale"
 
@@ -73,13 +87,14 @@ _VERSION = re.compile(r"^v\d+$")
 
 @dataclass(frozen=True)
 class Generator:
-    """One intentions configuration under test."""
+    """One intentions configuration under test, by preset name or `provider:model:vN`."""
 
     config: StageConfig
+    preset: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.config.provider}:{self.config.model}:{self.config.prompt_version}"
+        return self.preset or f"{self.config.provider}:{self.config.model}:{self.config.prompt_version}"
 
     def columns(self) -> dict[str, str]:
         """The configuration columns every benchmark row of this generator carries."""
@@ -96,44 +111,109 @@ class Generator:
         }
 
 
+class _Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    model: str
+    prompt_version: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class _Protocol(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_version: str
+    params: dict[str, Any]
+
+
+class _PresetsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: _Protocol
+    presets: dict[str, _Preset]
+
+
+def benchmark_presets(env: Mapping[str, str] = os.environ) -> dict[str, Generator]:
+    """Every named generator of `prompts/benchmark_presets.yaml`, by name."""
+    path = prompts_dir(env) / PRESETS_FILE
+    try:
+        presets = _PresetsFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise PromptError(f"cannot read benchmark presets {path}: {exc}") from exc
+    generators = {}
+    for name, preset in presets.presets.items():
+        params = preset.params if preset.params is not None else presets.protocol.params
+        settings = {
+            "PROVIDER": preset.provider,
+            "MODEL": preset.model,
+            "PROMPT_VERSION": preset.prompt_version or presets.protocol.prompt_version,
+            **{key.upper(): str(value) for key, value in params.items()},
+        }
+        generators[name] = Generator(_intentions_config(settings, env), preset=name)
+    return generators
+
+
 def parse_generators(spec: str, env: Mapping[str, str] = os.environ) -> tuple[Generator, ...]:
-    """Generators from `provider:model:version,...`; raises ValueError on a malformed entry."""
+    """Generators from preset names and `provider:model:vN` entries; raises ValueError on a
+    malformed or unknown entry."""
     generators = []
+    presets: dict[str, Generator] | None = None
     for entry in filter(None, (e.strip() for e in spec.split(","))):
+        if ":" not in entry:
+            presets = presets if presets is not None else benchmark_presets(env)
+            if entry not in presets:
+                raise ValueError(f"{GENERATORS_ENV}: unknown preset {entry!r}; known: {', '.join(presets)}")
+            generators.append(presets[entry])
+            continue
         provider, _, rest = entry.partition(":")
         model, _, version = rest.rpartition(":")
         if not provider or not model or not _VERSION.match(version):
-            raise ValueError(f"{GENERATORS_ENV}: expected provider:model:vN, got {entry!r}")
-        overrides = {"PROVIDER": provider, "MODEL": model, "PROMPT_VERSION": version}
-        stage_env = {**env, **{f"MIKO_{INTENTIONS_STAGE.upper()}_{k}": v for k, v in overrides.items()}}
-        generators.append(Generator(stage_config(INTENTIONS_STAGE, stage_env)))
+            raise ValueError(f"{GENERATORS_ENV}: expected a preset name or provider:model:vN, got {entry!r}")
+        generators.append(Generator(_intentions_config({"PROVIDER": provider, "MODEL": model, "PROMPT_VERSION": version}, env)))
     if len({g.name for g in generators}) != len(generators):
         raise ValueError(f"{GENERATORS_ENV} names a generator twice: {spec!r}")
     return tuple(generators)
 
 
+def _intentions_config(settings: Mapping[str, str], env: Mapping[str, str]) -> StageConfig:
+    """The intentions stage configuration with these `MIKO_INTENTIONS_*` settings in force."""
+    prefix = f"MIKO_{INTENTIONS_STAGE.upper()}_"
+    cleared = {k: v for k, v in env.items() if not k.startswith(prefix)}
+    return stage_config(INTENTIONS_STAGE, {**cleared, **{prefix + k: v for k, v in settings.items()}})
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """The benchmark set (the first `posts` release posts with a reference) and the generators."""
+    """The benchmark set (every release post with a reference, or a seeded sample of `posts`
+    of them) and the generators."""
 
     release_path: Path
-    posts: int
+    posts: int | None
     generators: tuple[Generator, ...]
+    seed: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> BenchmarkConfig:
-        spec = env.get(GENERATORS_ENV)
-        generators = parse_generators(spec, env) if spec else (Generator(stage_config(INTENTIONS_STAGE, env)),)
+        spec = env.get(GENERATORS_ENV) or DEFAULT_PRESET
+        posts = env.get(POSTS_ENV)
         return cls(
             release_path=Path(env.get(RELEASE_ENV) or DEFAULT_RELEASE_PATH),
-            posts=int(env.get(POSTS_ENV) or DEFAULT_POSTS),
-            generators=generators,
+            posts=int(posts) if posts else None,
+            generators=parse_generators(spec, env),
+            seed=int(env.get(SEED_ENV) or 0),
         )
 
     @property
     def code_version(self) -> str:
         generators = ";".join(g.columns()["code_version"] for g in self.generators)
-        return f"posts={self.posts}|{generators}|{SCORING_VERSION}"
+        chosen = "all" if self.posts is None else f"{self.posts},seed={self.seed}"
+        return f"posts={chosen}|{generators}|{SCORING_VERSION}"
+
+    @property
+    def described_posts(self) -> str:
+        """The benchmark set in words, for descriptions and reports."""
+        return "every" if self.posts is None else f"a seeded sample (seed {self.seed}) of {self.posts}"
 
 
 @dataclass(frozen=True)
@@ -143,47 +223,63 @@ class BenchmarkPost:
     references: dict[str, tuple[str, ...]]
 
 
-def benchmark_posts(release_path: Path, limit: int) -> list[BenchmarkPost]:
-    """The first `limit` distinct release posts (file order) with at least one accepted intention."""
+def benchmark_posts(release_path: Path, limit: int | None = None, seed: int = 0) -> list[BenchmarkPost]:
+    """The distinct release posts (file order) with at least one accepted intention; with
+    `limit`, a sample of that many drawn with `seed` (kept in file order)."""
     release = read_release(release_path)
     references = accepted_references(release)
     posts: list[BenchmarkPost] = []
     seen: set[str] = set()
     for item in release.intentions:
-        if len(posts) == limit:
-            break
         if item.post_id in seen:
             continue
         seen.add(item.post_id)
         refs = {r: tuple(references[(item.post_id, r)]) for r in RELATION_NAMES if (item.post_id, r) in references}
         if refs:
             posts.append(BenchmarkPost(item.post_id, item.post_text, refs))
-    return posts
+    if limit is None or limit >= len(posts):
+        return posts
+    chosen = set(random.Random(seed).sample(range(len(posts)), limit))
+    return [post for index, post in enumerate(posts) if index in chosen]
 
 
 def generate(generators: Sequence[Generator], posts: Sequence[BenchmarkPost], complete: Completer) -> pd.DataFrame:
-    """Every generator's intentions for every post (one batch through the LLM layer), as
-    `generated_items` rows."""
-    requests = []
+    """Every generator's intentions for every post, as `generated_items` rows: one batch of
+    one-call requests and one of per-relation requests through the LLM layer."""
+    one_call, per_relation = [], []
     for generator in generators:
         prompt = generator.config.prompt()
-        requests += [build_intentions_request(generator.config, prompt, post.text, None, None) for post in posts]
-    responses = complete(requests, require_some_intention)
-    frames = [
-        generated_items(generator, posts, responses[i * len(posts) : (i + 1) * len(posts)])
-        for i, generator in enumerate(generators)
-    ]
+        for post in posts:
+            if prompt.per_prefix:
+                requests = build_relation_requests(generator.config, prompt, post.text, None, None)
+                per_relation += [requests[RELATIONS_BY_NAME[r].number - 1] for r in post.references]
+            else:
+                one_call.append(build_intentions_request(generator.config, prompt, post.text, None, None))
+    answers = iter(complete(one_call, require_some_intention) if one_call else [])
+    continued = iter(complete(per_relation) if per_relation else [])
+    frames = []
+    for generator in generators:
+        if generator.config.prompt().per_prefix:
+            responses = [{r: next(continued) for r in post.references} for post in posts]
+        else:
+            responses = [dict.fromkeys(post.references, next(answers)) for post in posts]
+        frames.append(generated_items(generator, posts, responses))
     return pd.concat(frames, ignore_index=True)
 
 
-def generated_items(generator: Generator, posts: Sequence[BenchmarkPost], responses: Sequence[LLMResponse]) -> pd.DataFrame:
-    """One row per post and relation with references: the generated intention, or why there is none."""
+def generated_items(
+    generator: Generator, posts: Sequence[BenchmarkPost], responses: Sequence[Mapping[str, LLMResponse]]
+) -> pd.DataFrame:
+    """One row per post and relation with references: the generated intention, or why there is
+    none. `responses` maps each post's relations to the response that answered them (one
+    response for all ten with a one-call prompt)."""
     columns = generator.columns()
+    per_relation = generator.config.prompt().per_prefix
     rows = []
-    for post, response in zip(posts, responses, strict=True):
-        parsed = {p.relation: p for p in parse_intentions(response.text)} if response.status == "ok" else {}
+    for post, answered in zip(posts, responses, strict=True):
         for relation, references in post.references.items():
-            item = parsed.get(relation)
+            response = answered[relation]
+            item = _intention(relation, response, per_relation)
             if item is not None and item.status == "ok":
                 hypothesis, error = item.full_text, None
             elif response.status == "ok":
@@ -201,6 +297,14 @@ def generated_items(generator: Generator, posts: Sequence[BenchmarkPost], respon
                 "error": error,
             })
     return pd.DataFrame(rows)
+
+
+def _intention(relation: str, response: LLMResponse, per_relation: bool) -> ParsedIntention | None:
+    if response.status != "ok":
+        return None
+    if per_relation:
+        return relation_intention(RELATIONS_BY_NAME[relation], response.text)
+    return {p.relation: p for p in parse_intentions(response.text)}.get(relation)
 
 
 @dataclass(frozen=True)

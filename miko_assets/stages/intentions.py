@@ -1,4 +1,5 @@
-"""Intentions stage: one call per post, parsed into ten rows (nine ATOMIC relations and Open)."""
+"""Intentions stage: ten rows per post (nine ATOMIC relations and Open), from one call per post
+or one call per relation."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from miko_assets.distill.intentions import ParsedIntention, build_intentions_request, parse_intentions
+from miko_assets.distill.intentions import (
+    ParsedIntention,
+    build_intentions_request,
+    build_relation_requests,
+    parse_intentions,
+    relation_intention,
+)
 from miko_assets.distill.parsing import ParseError
 from miko_assets.distill.relations import RELATIONS
 from miko_assets.stages.common import Completer, StageRun, content_hash, response_failure
@@ -40,23 +47,38 @@ def require_some_intention(answer: str) -> tuple[ParsedIntention, ...]:
 def intention_rows(
     posts: pd.DataFrame, captions: pd.DataFrame, key_info: pd.DataFrame, run: StageRun, complete: Completer
 ) -> pd.DataFrame:
-    """Ten rows per post, one per relation, each `ok` or with the reason it has no intention."""
+    """Ten rows per post, one per relation, each `ok` or with the reason it has no intention.
+
+    A `completion` prompt makes one call per relation, and each row carries its own call's id;
+    otherwise one call per post is parsed into the ten rows, which share its id.
+    """
     caption_of = usable_captions(captions)
     key_info_by_post = key_info_of(key_info)
     records = posts.to_dict("records")
+    per_relation = run.prompt.per_prefix
     requests, inputs = [], []
     for post in records:
         caption_id, caption = caption_of.get(post["post_id"], (None, None))
         key_info_id, info = key_info_by_post.get(post["post_id"], (None, None))
-        requests.append(build_intentions_request(run.config, run.prompt, post["text"], caption, info))
+        if per_relation:
+            requests += build_relation_requests(run.config, run.prompt, post["text"], caption, info)
+        else:
+            requests.append(build_intentions_request(run.config, run.prompt, post["text"], caption, info))
         inputs.append((caption_id, key_info_id, content_hash(post["text"], caption, info and info.model_dump())))
-    responses = complete(requests, require_some_intention)
+    if per_relation:
+        answers = complete(requests)
+        responses = [tuple(answers[i : i + len(RELATIONS)]) for i in range(0, len(answers), len(RELATIONS))]
+    else:
+        responses = [(r,) * len(RELATIONS) for r in complete(requests, require_some_intention)]
 
     rows: list[dict[str, Any]] = []
-    for post, (caption_id, key_info_id, input_hash), response in zip(records, inputs, responses, strict=True):
-        parsed = parse_intentions(response.text) if response.status == "ok" else None
-        for index, relation in enumerate(RELATIONS):
-            item = parsed[index] if parsed else None
+    for post, (caption_id, key_info_id, input_hash), post_responses in zip(records, inputs, responses, strict=True):
+        parsed = (
+            [relation_intention(r, a.text) if a.status == "ok" else None for r, a in zip(RELATIONS, post_responses, strict=True)]
+            if per_relation
+            else parse_intentions(post_responses[0].text) if post_responses[0].status == "ok" else [None] * len(RELATIONS)
+        )
+        for relation, item, response in zip(RELATIONS, parsed, post_responses, strict=True):
             if item is None:
                 status, error = "failed", response_failure(response)
             else:

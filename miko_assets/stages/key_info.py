@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
-from miko_assets.distill.key_info import KEY_INFO_FIELDS, KeyInfo, build_key_info_request, parse_key_info
+from miko_assets.distill.key_info import (
+    KEY_INFO_FIELDS,
+    KeyInfo,
+    build_field_requests,
+    build_key_info_request,
+    field_value,
+    parse_key_info,
+)
+from miko_assets.llm.models import LLMResponse
 from miko_assets.stages.common import Completer, StageRun, content_hash, present, response_failure
 
 
@@ -19,29 +28,60 @@ def usable_captions(captions: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 
 def key_info_rows(posts: pd.DataFrame, captions: pd.DataFrame, run: StageRun, complete: Completer) -> pd.DataFrame:
-    """One row per post: the five fields (any may be missing) or the reason the call failed."""
+    """One row per post: the five fields (any may be missing) or the reason the call failed.
+
+    A `completion` prompt makes one call per field: the row is `ok` when at least one field
+    was answered, `error` names the fields that failed, `llm_call_id` is the first answered
+    field's call and `field_call_ids` maps every field to its call.
+    """
     caption_of = usable_captions(captions)
     records = posts.to_dict("records")
+    per_field = run.prompt.per_prefix
     requests, hashes = [], []
     for post in records:
         caption = caption_of.get(post["post_id"], (None, None))[1]
-        requests.append(build_key_info_request(run.config, run.prompt, post["text"], caption))
+        if per_field:
+            requests += build_field_requests(run.config, run.prompt, post["text"], caption)
+        else:
+            requests.append(build_key_info_request(run.config, run.prompt, post["text"], caption))
         hashes.append(content_hash(post["text"], caption))
-    responses = complete(requests, parse_key_info)
+    answers = complete(requests) if per_field else complete(requests, parse_key_info)
+    width = len(KEY_INFO_FIELDS) if per_field else 1
 
     rows: list[dict[str, Any]] = []
-    for post, input_hash, response in zip(records, hashes, responses, strict=True):
-        if response.status == "ok":
-            fields = parse_key_info(response.text).model_dump()
-            lineage = run.lineage(input_hash=input_hash, response=response, status="ok")
-        else:
-            fields = KeyInfo().model_dump()
-            lineage = run.lineage(input_hash=input_hash, response=response, status="failed",
-                                  error=response_failure(response))
-        row = {"batch": post["batch"], "post_id": post["post_id"], **fields, **lineage}
-        row["key_info_id"] = content_hash(post["post_id"], run.code_version, input_hash, lineage["llm_call_id"])
+    for index, (post, input_hash) in enumerate(zip(records, hashes, strict=True)):
+        responses = answers[index * width : (index + 1) * width]
+        fields, lineage, call_ids = (
+            _per_field(run, input_hash, responses) if per_field else _one_call(run, input_hash, responses[0])
+        )
+        row = {"batch": post["batch"], "post_id": post["post_id"], **fields, **lineage, "field_call_ids": call_ids}
+        row["key_info_id"] = content_hash(post["post_id"], run.code_version, input_hash, call_ids or lineage["llm_call_id"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _one_call(run: StageRun, input_hash: str, response: LLMResponse) -> tuple[dict[str, Any], dict[str, Any], None]:
+    if response.status == "ok":
+        return parse_key_info(response.text).model_dump(), run.lineage(input_hash=input_hash, response=response, status="ok"), None
+    failed = run.lineage(input_hash=input_hash, response=response, status="failed", error=response_failure(response))
+    return KeyInfo().model_dump(), failed, None
+
+
+def _per_field(run: StageRun, input_hash: str, responses: list[LLMResponse]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    prefixes = run.prompt.prefixes or {}
+    fields: dict[str, Any] = {}
+    errors = []
+    for field, response in zip(KEY_INFO_FIELDS, responses, strict=True):
+        fields[field] = field_value(prefixes[field], response.text) if response.status == "ok" else None
+        if response.status != "ok":
+            errors.append(f"{field}: {response_failure(response)}")
+    answered = [r for r in responses if r.status == "ok"]
+    lineage = run.lineage(
+        input_hash=input_hash, response=(answered or responses)[0],
+        status="ok" if answered else "failed", error="; ".join(errors) or None,
+    )
+    call_ids = json.dumps(dict(zip(KEY_INFO_FIELDS, (r.call_id for r in responses), strict=True)))
+    return fields, lineage, call_ids
 
 
 def key_info_of(frame: pd.DataFrame) -> dict[str, tuple[str, KeyInfo]]:

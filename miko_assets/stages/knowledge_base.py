@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from miko_assets.distill.quality import quality_floor
 from miko_assets.distill.relations import RELATION_NAMES
 from miko_assets.warehouse.warehouse import Warehouse
 
@@ -25,6 +27,11 @@ _RELATION_STATS_SQL = """
         1 - count(*) FILTER (WHERE status = 'ok') / count(*) AS failure_rate
     FROM intentions
     GROUP BY relation
+"""
+
+_QUALITY_ROWS_SQL = """
+    SELECT i.post_id, i.relation, i.prefix, i.completion, i.status, p.text
+    FROM intentions i LEFT JOIN posts p USING (post_id)
 """
 
 _OVERALL_SQL = """
@@ -61,6 +68,17 @@ _EXPORT_SQL = {
     """,
 }
 _GENERATOR_COLUMNS_SQL = "SELECT provider, model, prompt_name, prompt_version, prompt_sha FROM read_parquet(?)"
+
+
+def intention_quality(warehouse: Warehouse, batches: Sequence[str] | None = None) -> pd.DataFrame:
+    """The quality floor (`distill.quality.quality_floor`) of the current intentions, per
+    relation and overall; only those of `batches` when given."""
+    frame = warehouse.query(
+        _QUALITY_ROWS_SQL + ("" if batches is None else " WHERE i.batch IN (SELECT unnest(?))"),
+        () if batches is None else [list(batches)],
+    )
+    texts = dict(zip(frame["post_id"], frame["text"].fillna(""), strict=True))
+    return quality_floor(frame, texts)
 
 
 def relation_statistics(warehouse: Warehouse) -> pd.DataFrame:

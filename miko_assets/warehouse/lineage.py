@@ -76,12 +76,13 @@ def intention_card(warehouse: Warehouse, asked: str, dagster_url: str | None = N
             "images_dir": post.get("image_root"),
         } if post else None,
         "caption": _pick(caption, "caption_id", "description_kind", "description", "status", "error", "model", "provider", "code_version", "llm_call_id") if caption else None,
-        "key_info": _pick(key_info, "key_info_id", "concept", "action", "object", "emotion", "keywords", "status", "model", "prompt_version", "code_version", "llm_call_id") if key_info else None,
+        "key_info": _pick(key_info, "key_info_id", "concept", "action", "object", "emotion", "keywords", "status", "model", "prompt_version", "code_version", "llm_call_id", "field_call_ids") if key_info else None,
         "generation": {
             **_pick(chosen, "prompt_name", "prompt_version", "prompt_sha", "model", "provider", "params_hash", "input_hash", "llm_call_id", "code_version", "dagster_run_id", "created_at"),
             "dagster_run_url": f"{url}/runs/{chosen['dagster_run_id']}" if chosen.get("dagster_run_id") else None,
             "params": request.get("params") if request else None,
             "rendered_messages": request.get("messages") if request else None,
+            "continuation": request.get("continuation") if request else None,
             "raw_answer": call.get("response_text") if call else None,
             "call": _pick(call, "status", "error", "finish_reason", "tokens_in", "tokens_out", "tokens_cached", "cost_usd", "latency_ms", "attempts", "dagster_run_id", "created_at") if call else None,
             "prompt_template": json.loads(prompt["template_json"]) if prompt else None,
@@ -175,7 +176,11 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     for message in g["rendered_messages"] or []:
         lines += [f"**{message['role']}**", "```", message["content"], "```"]
-    lines += ["### Raw answer", "```", str(g["raw_answer"]), "```"]
+    if g.get("continuation"):
+        lines += [f"### Raw answer (continuing {g['continuation']['prefix']!r}, written at the start of the answer)"]
+    else:
+        lines += ["### Raw answer"]
+    lines += ["```", str(g["raw_answer"]), "```"]
     if card["superseded"]:
         s = card["superseded"]
         lines += ["", "## Replaced", f"- superseded at {s['superseded_at']} by run {s['superseded_by_run']}"]

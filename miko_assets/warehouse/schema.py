@@ -160,6 +160,8 @@ KEY_INFO = Table(
         ("object", "VARCHAR"),
         ("emotion", "VARCHAR"),
         ("keywords", "VARCHAR"),
+        # JSON field -> llm_calls id, for a per-field prompt (one call per field).
+        ("field_call_ids", "VARCHAR"),
     )
     + LINEAGE_COLUMNS,
     keeps_history=True,

@@ -71,7 +71,7 @@ def test_expected_cost_uses_the_recorded_answer_lengths(tmp_path: Path) -> None:
     record_answers(warehouse, "caption", "gpt-4o-mini", [100, 140])
     record_answers(warehouse, "caption", "gpt-4o-mini", [299], status="failed")
     record_answers(warehouse, "key_info", "SmolLM2-135M-Instruct.Q4_1", [40, 60, 80])
-    record_answers(warehouse, "intentions", "gpt-4o-mini", [500])
+    record_answers(warehouse, "intentions", "gpt-4o-mini", [30])  # one relation's clause
     lengths = recorded_answer_lengths(warehouse)
     assert lengths[("caption", "gpt-4o-mini")] == AnswerLength(calls=2, mean_tokens=120, model="gpt-4o-mini")
 

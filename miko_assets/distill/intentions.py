@@ -126,6 +126,19 @@ def build_relation_requests(
     )
 
 
+def intentions_requests(
+    config: StageConfig,
+    prompt: PromptTemplate,
+    text: str,
+    caption: str | None,
+    key_info: KeyInfo | None,
+) -> tuple[LLMRequest, ...]:
+    """Every request for one post: ten per-relation ones, or the one call."""
+    if prompt.per_prefix:
+        return build_relation_requests(config, prompt, text, caption, key_info)
+    return (build_intentions_request(config, prompt, text, caption, key_info),)
+
+
 def relation_intention(relation: Relation, answer: str | None) -> ParsedIntention:
     """The intention of one per-relation answer (the continuation of the relation's prefix)."""
     completion = continuation_text(relation.prefix, answer)

@@ -93,6 +93,15 @@ def build_field_requests(
     )
 
 
+def key_info_requests(
+    config: StageConfig, prompt: PromptTemplate, text: str, caption: str | None
+) -> tuple[LLMRequest, ...]:
+    """Every request for one post: five per-field ones, or the one call."""
+    if prompt.per_prefix:
+        return build_field_requests(config, prompt, text, caption)
+    return (build_key_info_request(config, prompt, text, caption),)
+
+
 def field_value(prefix: str, answer: str | None) -> str | None:
     """A field's value from its per-field answer (the continuation of the field's prefix)."""
     return _clean(continuation_text(prefix, answer))

@@ -31,11 +31,11 @@ from miko_assets.distill.config import (
     StageConfig,
     stage_config,
 )
-from miko_assets.distill.intentions import build_intentions_request
+from miko_assets.distill.intentions import intentions_requests
 from miko_assets.distill.key_info import (
     KEY_INFO_FIELDS,
     KeyInfo,
-    build_key_info_request,
+    key_info_requests,
 )
 from miko_assets.imaging.encode import encode_for_api
 from miko_assets.imaging.inspect import ImageError
@@ -185,16 +185,17 @@ def estimate_stages(
     answers = {stage: answer_length_for(lengths, stage, configs[stage].model) for stage in STAGES}
 
     def stage_estimate(
-        stage: str, build: Callable[[SamplePost, bool], LLMRequest], image: ImageSettings | None = None
+        stage: str, build: Callable[[SamplePost, bool], Sequence[LLMRequest]], image: ImageSettings | None = None
     ) -> StageEstimate:
+        """`build` gives a post's requests: one, or one per relation or field."""
         price = prices.price_for(configs[stage].provider, configs[stage].model)
-        upper = estimate_cost([build(post, False) for post in sample], prices)
+        upper = estimate_cost([r for post in sample for r in build(post, False)], prices)
         answer = answers[stage]
         expected = None
         if answer is not None:
-            requests = [build(post, True) for post in sample]
+            requests = [r for post in sample for r in build(post, True)]
             prompt = estimate_cost(requests, prices).prompt_tokens
-            expected = (price.cost(prompt, round(answer.mean_tokens * len(sample))) if price else 0.0) * scale
+            expected = (price.cost(prompt, round(answer.mean_tokens * len(requests))) if price else 0.0) * scale
         return StageEstimate(
             stage=stage,
             image=image,
@@ -214,13 +215,13 @@ def estimate_stages(
     later = [
         stage_estimate(
             "key_info",
-            lambda post, expected: build_key_info_request(
+            lambda post, expected: key_info_requests(
                 configs["key_info"], configs["key_info"].prompt(), post.text, texts.caption(expected)
             ),
         ),
         stage_estimate(
             "intentions",
-            lambda post, expected: build_intentions_request(
+            lambda post, expected: intentions_requests(
                 configs["intentions"],
                 configs["intentions"].prompt(),
                 post.text,
@@ -243,7 +244,7 @@ def estimate_stages(
 
 def _caption_builder(
     config: StageConfig, image: ImageSettings, price: ModelPrice | None
-) -> Callable[[SamplePost, bool], LLMRequest]:
+) -> Callable[[SamplePost, bool], Sequence[LLMRequest]]:
     """Caption requests at `image`: the image the model bills most for (upper bound), or the
     sample post's own image as it would be sent (expected; the worst case if it has none)."""
     config = config.model_copy(update={"image": image})
@@ -253,7 +254,7 @@ def _caption_builder(
     worst = ImageInput(sha256="0" * 64, data_b64="", width=width, height=height)
     sent: dict[Path, ImageInput] = {}
 
-    def build(post: SamplePost, expected: bool) -> LLMRequest:
+    def build(post: SamplePost, expected: bool) -> tuple[LLMRequest]:
         shown = worst
         if expected and post.image_path is not None:
             if post.image_path not in sent:
@@ -264,7 +265,7 @@ def _caption_builder(
                 except ImageError:
                     sent[post.image_path] = worst
             shown = sent[post.image_path]
-        return build_caption_request(config, prompt, post.text, shown)
+        return (build_caption_request(config, prompt, post.text, shown),)
 
     return build
 

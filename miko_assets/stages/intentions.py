@@ -9,8 +9,7 @@ import pandas as pd
 
 from miko_assets.distill.intentions import (
     ParsedIntention,
-    build_intentions_request,
-    build_relation_requests,
+    intentions_requests,
     parse_intentions,
     relation_intention,
 )
@@ -60,10 +59,7 @@ def intention_rows(
     for post in records:
         caption_id, caption = caption_of.get(post["post_id"], (None, None))
         key_info_id, info = key_info_by_post.get(post["post_id"], (None, None))
-        if per_relation:
-            requests += build_relation_requests(run.config, run.prompt, post["text"], caption, info)
-        else:
-            requests.append(build_intentions_request(run.config, run.prompt, post["text"], caption, info))
+        requests += intentions_requests(run.config, run.prompt, post["text"], caption, info)
         inputs.append((caption_id, key_info_id, content_hash(post["text"], caption, info and info.model_dump())))
     if per_relation:
         answers = complete(requests)

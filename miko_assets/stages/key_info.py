@@ -10,9 +10,8 @@ import pandas as pd
 from miko_assets.distill.key_info import (
     KEY_INFO_FIELDS,
     KeyInfo,
-    build_field_requests,
-    build_key_info_request,
     field_value,
+    key_info_requests,
     parse_key_info,
 )
 from miko_assets.llm.models import LLMResponse
@@ -40,10 +39,7 @@ def key_info_rows(posts: pd.DataFrame, captions: pd.DataFrame, run: StageRun, co
     requests, hashes = [], []
     for post in records:
         caption = caption_of.get(post["post_id"], (None, None))[1]
-        if per_field:
-            requests += build_field_requests(run.config, run.prompt, post["text"], caption)
-        else:
-            requests.append(build_key_info_request(run.config, run.prompt, post["text"], caption))
+        requests += key_info_requests(run.config, run.prompt, post["text"], caption)
         hashes.append(content_hash(post["text"], caption))
     answers = complete(requests) if per_field else complete(requests, parse_key_info)
     width = len(KEY_INFO_FIELDS) if per_field else 1

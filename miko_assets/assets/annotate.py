@@ -10,7 +10,7 @@ import base64
 import dagster as dg
 import pandas as pd
 
-from miko_assets.annotate.benchmark import MiniLMBertScorer, plot_leaderboard
+from miko_assets.annotate.benchmark import default_bertscore, plot_leaderboard
 from miko_assets.annotate.models import STAGES, Stage
 from miko_assets.annotate.report import build_agreement_report, plot_agreement
 from miko_assets.assets.metadata import counts, preview
@@ -213,7 +213,8 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
         description=(
             f"Zero-shot intentions from the text of {config.described_posts} MIKO release post(s) by "
             f"{', '.join(g.name for g in config.generators)}, scored against the accepted intentions "
-            "(prefixes stripped; BLEU-1/2, ROUGE-L, BERTScore). "
+            "(prefixes stripped; BLEU-1/2 from sacrebleu, ROUGE-L from rouge-score, BERTScore from "
+            "bert-score with its default English model when cached, else all-MiniLM-L6-v2 offline). "
             "MIKO_BENCHMARK_POSTS, MIKO_BENCHMARK_SEED, MIKO_BENCHMARK_GENERATORS, MIKO_BENCHMARK_RELEASE."
         ),
     )
@@ -226,7 +227,7 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
         register_prompts(wh, [g.config.prompt() for g in config.generators])
         summaries: list[RunSummary] = []
         items = generate(config.generators, posts, runner_completer(llm.runner(wh), run_id, "benchmark", summaries))
-        scores = score_generations(items, MiniLMBertScorer(), run_id)
+        scores = score_generations(items, default_bertscore(), run_id)
         wh.append("benchmark_items", scores.items)
         wh.append("benchmark_results", scores.results)
         per_relation = scores.results[scores.results["relation"] != "ALL"]

@@ -38,13 +38,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from miko_assets.annotate.benchmark import (
     BERTSCORE_F1,
+    BERTSCORE_MODEL,
     BERTSCORE_P,
     BERTSCORE_R,
     BLEU1,
     BLEU2,
     ROUGE_L,
     BenchmarkItem,
-    MiniLMBertScorer,
+    BertScoreModel,
     leaderboard,
     relation_scores,
     score_items,
@@ -74,7 +75,7 @@ RELEASE_ENV = "MIKO_BENCHMARK_RELEASE"
 PRESETS_FILE = "benchmark_presets.yaml"
 DEFAULT_PRESET = "smollm2-135m"
 INTENTIONS_STAGE = "intentions"
-SCORING_VERSION = "prefix-stripped|bleu1,bleu2,rouge_l|bertscore=all-MiniLM-L6-v2,last-layer,no-idf,no-rescale"
+SCORING_VERSION = "prefix-stripped|sacrebleu bleu1,bleu2 add-one|rouge-score rougeL|bert-score no-idf,no-rescale"
 
 # warehouse column -> metric name of `annotate.benchmark`
 METRIC_COLUMNS = {
@@ -313,16 +314,22 @@ class BenchmarkScores:
     results: pd.DataFrame
     leaderboard: pd.DataFrame
 
+    @property
+    def metric_names(self) -> list[str]:
+        """The leaderboard's metric columns."""
+        return [m for m in METRIC_COLUMNS.values() if m in self.leaderboard.columns]
+
 
 def _completion(relation: str, text: str) -> str:
     return split_prefix(RELATIONS_BY_NAME[relation], text)[0] if relation in RELATIONS_BY_NAME else text
 
 
-def score_generations(items: pd.DataFrame, bert: MiniLMBertScorer | None, run_id: str | None) -> BenchmarkScores:
+def score_generations(items: pd.DataFrame, bert: BertScoreModel | None, run_id: str | None = None) -> BenchmarkScores:
     """Score generated items (`generated_items` rows) with their prefixes stripped.
 
-    `items` and `results` are ready for `benchmark_items` and `benchmark_results`;
-    `leaderboard` keeps the metric names of `annotate.benchmark` for display.
+    `items` and `results` are ready for `benchmark_items` and `benchmark_results`, each row
+    naming its BERTScore model; `leaderboard` keeps the metric names of `annotate.benchmark`
+    for display.
     """
     items = items.reset_index(drop=True)
     scored = score_items(
@@ -336,17 +343,19 @@ def score_generations(items: pd.DataFrame, bert: MiniLMBertScorer | None, run_id
         bert,
     )
     metrics = [m for m in METRIC_COLUMNS.values() if m in scored.columns]
-    with_config = pd.concat([items[list(GENERATOR_COLUMNS)], scored[["relation", *metrics]]], axis=1)
-    board = leaderboard(with_config, GENERATOR_COLUMNS)
+    model = [BERTSCORE_MODEL] if BERTSCORE_MODEL in scored else []
+    keys = [*GENERATOR_COLUMNS, *model]
+    with_config = pd.concat([items[list(GENERATOR_COLUMNS)], scored[["relation", *metrics, *model]]], axis=1)
+    board = leaderboard(with_config, keys)
     failed = items.assign(failed=items["status"] != "ok").groupby("generator")["failed"].sum()
     board.insert(1, "n_failed", board["generator"].map(failed).astype(int))
-    per_relation = relation_scores(with_config, GENERATOR_COLUMNS)
+    per_relation = relation_scores(with_config, keys)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     stamp = {"dagster_run_id": run_id, "created_at": now}
     to_columns = {metric: column for column, metric in METRIC_COLUMNS.items()}
     results = pd.concat([per_relation, board.assign(relation="ALL")], ignore_index=True).rename(columns=to_columns)
     return BenchmarkScores(
-        items=pd.concat([items, scored[metrics].rename(columns=to_columns)], axis=1)
+        items=pd.concat([items, scored[[*metrics, *model]].rename(columns=to_columns)], axis=1)
         .assign(**stamp).reindex(columns=BENCHMARK_ITEMS.column_names),
         results=results.assign(**stamp).reindex(columns=BENCHMARK_RESULTS.column_names)
         .astype({"rank": "Int64", "n_failed": "Int64"}),

@@ -484,6 +484,8 @@ _METRIC_COLUMNS = (
     ("bertscore_p", "DOUBLE"),
     ("bertscore_r", "DOUBLE"),
     ("bertscore_f1", "DOUBLE"),
+    # The BERTScore model (and layer) the bertscore_* values come from.
+    ("bertscore_model", "VARCHAR"),
 )
 BENCHMARK_ITEMS = Table(
     "benchmark_items",

@@ -21,7 +21,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from miko_assets.annotate.benchmark import BERTSCORE_F1, BLEU1, BLEU2, ROUGE_L, MiniLMBertScorer
+from miko_assets.annotate.benchmark import BERTSCORE_F1, BLEU1, BLEU2, ROUGE_L, default_bertscore
 from miko_assets.annotate.labelstudio import FROM_NAMES
 from miko_assets.annotate.miko_release import read_release
 from miko_assets.annotate.models import intention_text_sha
@@ -310,6 +310,8 @@ def test_benchmark_runs_the_embedded_generator_on_a_slice(project: Project) -> N
     assert overall.loc[0, "prompt_sha"] == generator.config.prompt().sha
     for column in ("bleu1", "bleu2", "rouge_l", "bertscore_f1"):
         assert 0 <= overall.loc[0, column] <= 1
+    assert overall.loc[0, "bertscore_model"] == "all-MiniLM-L6-v2 (layer 6)"
+    assert (items["bertscore_model"] == "all-MiniLM-L6-v2 (layer 6)").all()
 
 
 def test_release_intentions_scored_against_themselves_are_perfect() -> None:
@@ -320,7 +322,7 @@ def test_release_intentions_scored_against_themselves_are_perfect() -> None:
         for post in benchmark_posts(RELEASE, 5)
         for relation, references in post.references.items()
     ]
-    scores = score_generations(pd.DataFrame(rows), MiniLMBertScorer(), None)
+    scores = score_generations(pd.DataFrame(rows), default_bertscore(), None)
     (board,) = scores.leaderboard.to_dict("records")
     assert board["n_items"] == len(rows) and board["n_relations"] == 10
     for metric in (BLEU1, BLEU2, ROUGE_L):

@@ -43,7 +43,9 @@ def test_a_rerun_served_from_the_cache_leaves_downstream_fresh(
     fake, url = server
     for name, value in {"MIKO_OPENAI_BASE_URL": f"{url}/v1", "MIKO_KEY_INFO_PROVIDER": "openai",
                         "MIKO_KEY_INFO_MODEL": "gpt-4o-mini", "MIKO_INTENTIONS_PROVIDER": "openai",
-                        "MIKO_INTENTIONS_MODEL": "gpt-4o-mini"}.items():
+                        "MIKO_INTENTIONS_MODEL": "gpt-4o-mini",
+                        # one JSON call per post each (the fake server fills JSON schemas)
+                        "MIKO_KEY_INFO_PROMPT_VERSION": "v2", "MIKO_INTENTIONS_PROMPT_VERSION": "v2"}.items():
         monkeypatch.setenv(name, value)
     specs = current_stage_specs()
     generation = {name: _generation_asset(specs[name]) for name in ("captions", "key_info", "intentions")}

@@ -30,6 +30,7 @@ from miko_assets.annotate.miko_release import read_release
 from miko_assets.distill.intentions import split_prefix
 from miko_assets.distill.quality import format_quality_floor, quality_floor
 from miko_assets.distill.relations import RELATIONS_BY_NAME
+from miko_assets.llm.local import LocalLlamaProvider
 from miko_assets.llm.runner import LLMRunner, RunSummary
 from miko_assets.stages.benchmark import (
     benchmark_posts,
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=DEFAULT_RELEASE_PATH)
     parser.add_argument("--warehouse", type=Path, default=Path(tempfile.gettempdir()) / "miko_intention_protocols.duckdb")
     parser.add_argument("--generators", default=GENERATORS)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads of the embedded model (default: the provider's)")
     args = parser.parse_args()
 
     posts = benchmark_posts(args.release, args.posts, args.seed)
@@ -58,6 +61,10 @@ def main() -> None:
     chosen = "every" if args.posts is None else f"a sample (seed {args.seed}) of {len(posts)}"
     print(f"{chosen} release post(s) with a reference, of {released}; {sum(len(p.references) for p in posts)} scored relations")
     runner = LLMRunner.from_env(Warehouse(args.warehouse))
+    if args.threads:
+        # On a machine other work keeps busy, fewer llama.cpp threads than cores avoid the
+        # threads spinning on each other (measured: 2 threads at load 20 took 67 s a call).
+        runner.providers.add(LocalLlamaProvider(n_threads=args.threads))
     rows = []
     for generator in parse_generators(args.generators):
         summaries: list[RunSummary] = []

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from miko_assets.annotate.benchmark import default_bertscore
 from miko_assets.annotate.miko_release import read_release
 from miko_assets.distill.intentions import split_prefix
 from miko_assets.distill.quality import format_quality_floor, quality_floor
@@ -61,6 +62,7 @@ def main() -> None:
     chosen = "every" if args.posts is None else f"a sample (seed {args.seed}) of {len(posts)}"
     print(f"{chosen} release post(s) with a reference, of {released}; {sum(len(p.references) for p in posts)} scored relations")
     runner = LLMRunner.from_env(Warehouse(args.warehouse))
+    bert = default_bertscore()
     if args.threads:
         # On a machine other work keeps busy, fewer llama.cpp threads than cores avoid the
         # threads spinning on each other (measured: 2 threads at load 20 took 67 s a call).
@@ -71,7 +73,7 @@ def main() -> None:
         started = time.perf_counter()
         items = generate([generator], posts, runner_completer(runner, None, "benchmark", summaries))
         seconds = time.perf_counter() - started
-        scores = score_generations(items, None)
+        scores = score_generations(items, bert)
         calls = sum(s.calls_made for s in summaries)
         board = scores.leaderboard.iloc[0].to_dict()
         rows.append({

@@ -24,8 +24,8 @@ from miko_assets.llm.models import (
     sha256_text,
 )
 from miko_assets.llm.openai_provider import chat_payload
-from miko_assets.llm.provider import ProviderReply
-from miko_assets.llm.providers import ProviderRegistry
+from miko_assets.llm.provider_interface import ProviderReply
+from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.warehouse import Warehouse
 

@@ -25,15 +25,20 @@ from miko_assets.warehouse.schema import INTENTIONS, SCHEMA
 from miko_assets.warehouse.warehouse import Warehouse
 
 BATCH = "b-0000"
-COOLER = {"MIKO_INTENTIONS_TEMPERATURE": "0.3"}
+COOLER = {"MIKO_INTENTIONS_TEMPERATURE": "0.1"}
 
 
 def _answering(tag: str):
-    """A completer answering every request with ten intentions that start with `tag`."""
+    """A completer answering every post with ten intentions that start with `tag` (one JSON
+    answer, or one continuation per relation)."""
 
     def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
         answer = json.dumps({name: f"{tag} thing {i}" for i, name in enumerate(RELATION_NAMES)})
-        return [LLMResponse(call_id=r.cache_key(), status="ok", text=answer) for r in requests]
+        return [
+            LLMResponse(call_id=r.cache_key(), status="ok",
+                        text=f" {tag} thing {i % len(RELATION_NAMES)}." if r.continuation else answer)
+            for i, r in enumerate(requests)
+        ]
 
     return complete
 
@@ -77,15 +82,15 @@ def test_every_version_has_its_own_id_and_a_card_saying_what_replaced_it(tmp_pat
     assert card["generation"]["dagster_run_id"] == "run-1b" and card["generation"]["raw_answer"] is None  # no llm_calls row here
     assert card["superseded"]["superseded_by_run"] == "run-2"
     assert card["replaced_by"]["version_id"] == new_version
-    assert card["replaced_by"]["why"] == ["temperature 0.7 → 0.3"]
+    assert card["replaced_by"]["why"] == ["temperature 0.3 → 0.1"]
 
     diff = intention_diff(wh, old_version)
     assert (diff["from"]["version_id"], diff["to"]["version_id"]) == (old_version, new_version)
-    assert diff["why"] == ["temperature 0.7 → 0.3"]
+    assert diff["why"] == ["temperature 0.3 → 0.1"]
     changed = {field for field, _, _ in diff["changes"]}
     assert {"intention.completion", "generation.code_version", "version_id"} <= changed
     assert "post.text" not in changed
-    assert "temperature 0.7 → 0.3" in diff_markdown(diff)
+    assert "temperature 0.3 → 0.1" in diff_markdown(diff)
     # An intention id alone compares its newest version with the one before.
     assert intention_diff(wh, intention_id)["from"]["version_id"] == old_version
 
@@ -102,10 +107,10 @@ def test_miko_lineage_by_version_and_diff(tmp_path: Path, capsys: pytest.Capture
     old_version = old.loc[0, "version_id"]
     assert main(["--warehouse", str(wh.path), "lineage", old_version]) == 0
     out = capsys.readouterr().out
-    assert f"version {old_version}" in out and "why: temperature 0.7 → 0.3" in out
+    assert f"version {old_version}" in out and "why: temperature 0.3 → 0.1" in out
     assert main(["--warehouse", str(wh.path), "lineage", old.loc[0, "intention_id"], "--diff"]) == 0
     out = capsys.readouterr().out
-    assert "why: temperature 0.7 → 0.3" in out and "'warm thing 0' → 'cool thing 0'" in out
+    assert "why: temperature 0.3 → 0.1" in out and "'warm thing 0' → 'cool thing 0'" in out
 
 
 def test_rows_from_before_version_ids_get_one_when_the_column_is_added(tmp_path: Path) -> None:
@@ -125,8 +130,8 @@ def test_stale_partitions_say_what_changed_in_words(tmp_path: Path) -> None:
     _materialize(wh, {}, "run-1", "warm")
     current = config_record(current_stage_specs(COOLER)["intentions"], COOLER)
     [partition] = stale_report(wh, current)
-    assert partition.batch == BATCH and partition.why == ("temperature 0.7 → 0.3",)
-    assert "MIKO_INTENTIONS_TEMPERATURE=0.3" in current.overrides_in_words()
+    assert partition.batch == BATCH and partition.why == ("temperature 0.3 → 0.1",)
+    assert "MIKO_INTENTIONS_TEMPERATURE=0.1" in current.overrides_in_words()
     # A code version nobody recorded is still explained by what its string shows.
     wh.execute("DELETE FROM stage_configs")
     [partition] = stale_report(wh, current)
@@ -153,13 +158,13 @@ def test_miko_stale_judges_by_the_code_locations_configuration_whatever_the_shel
     record_code_location(wh, location.values())
     active = active_configuration(wh, current_stage_specs({}), {})
     assert active.records["intentions"].code_version == location["intentions"].code_version
-    assert active.shell_differs == {"intentions": ["temperature 0.3 → 0.7"]}
+    assert active.shell_differs == {"intentions": ["temperature 0.1 → 0.3"]}
     assert main(["--warehouse", str(wh.path), "stale"]) == 0
     out = capsys.readouterr().out
     assert "the code location (dagster dev) loaded" in out
-    assert f"  {BATCH}: made by" in out and "what changed: temperature 0.7 → 0.3" in out
-    assert "environment overrides: MIKO_INTENTIONS_TEMPERATURE=0.3" in out
-    assert "this shell would use another configuration: temperature 0.3 → 0.7" in out
+    assert f"  {BATCH}: made by" in out and "what changed: temperature 0.3 → 0.1" in out
+    assert "environment overrides: MIKO_INTENTIONS_TEMPERATURE=0.1" in out
+    assert "this shell would use another configuration: temperature 0.1 → 0.3" in out
     assert main(["--warehouse", str(wh.path), "backfill", "--stale", "--dry-run"]) == 0
     assert f"intentions: 1 partition(s): {BATCH}" in capsys.readouterr().out
 

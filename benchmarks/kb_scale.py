@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import duckdb
 import pandas as pd
 
+from miko_assets.clock import utc_now
 from miko_assets.distill.caption import NO_CAPTION, build_caption_request
 from miko_assets.distill.config import StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import build_intentions_request
@@ -492,7 +493,7 @@ def _rehash(values: pd.Series, salt: str, width: int) -> pd.Series:
 def new_generation(old: dict[str, pd.DataFrame], run_id: str) -> dict[str, pd.DataFrame]:
     """The partition's rows as a re-materialization with another model writes them: every id,
     call, text and lineage column new, so every old row goes to history."""
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    now = utc_now().replace(microsecond=0)
     new: dict[str, pd.DataFrame] = {}
     for table, frame in old.items():
         new[table] = frame.assign(**REGENERATE[table].lineage(), dagster_run_id=run_id, created_at=now,

@@ -30,8 +30,9 @@ import aiohttp
 import duckdb
 import openai
 
+from miko_assets.clock import utc_now
 from miko_assets.devtools.fake_llm_server import fake_llm_process
-from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
+from miko_assets.llm.cache import CallRecord, LLMCallCache
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message, sha256_text

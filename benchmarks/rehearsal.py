@@ -27,12 +27,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
 
+from miko_assets.clock import utc_now
 from miko_assets.devtools.answer_server import (
     AnswerServer,
     ServerOptions,
@@ -153,7 +153,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     data, images = write_posts(workdir / "data", args.posts, args.image_share, args.seed, name="rehearsal")
     options = ServerOptions(latency_ms=args.latency_ms, jitter_ms=args.latency_ms / 2, fault_rate=args.fault_rate,
                             seed=args.seed, hang_s=args.timeout_s + 5)
-    report: dict[str, Any] = {"started_at": datetime.now().isoformat(timespec="seconds"),
+    report: dict[str, Any] = {"started_at": utc_now().isoformat(timespec="seconds"),
                               "settings": {k: v for k, v in vars(args).items() if k not in ("json_out", "workdir")}}
     with answer_server(options) as server:
         env = distill_env(workdir, server.base_url, MIKO_LLM_CONCURRENCY=str(args.llm_concurrency),

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from miko_assets.clock import utc_now
 from miko_assets.llm.cache import (
     CacheWriteError,
     CallRecord,
     CallWriter,
     LLMCallCache,
-    utc_now,
 )
 from miko_assets.llm.models import LLMRequest, Message
 from miko_assets.llm.provider_interface import ProviderReply

@@ -12,6 +12,7 @@ from miko_assets.sarcasm.dataset import (
     intent_column,
     intent_id_column,
 )
+from miko_assets.warehouse.schema import SARCASM_DATASET
 
 
 def _posts() -> pd.DataFrame:
@@ -121,3 +122,10 @@ def test_rejects_ambiguous_or_malformed_input() -> None:
         build_sarcasm_dataset(_posts().assign(label=[1, 0, 2, None]))
     with pytest.raises(ValueError, match="missing columns \\['split'\\]"):
         build_sarcasm_dataset(_posts().drop(columns="split"))
+
+
+def test_the_built_columns_are_the_declared_table() -> None:
+    """`sarcasm_dataset` is declared in the warehouse schema; the builder makes exactly its columns."""
+    built = build_sarcasm_dataset(_posts(), intentions=_intentions())
+    run_columns = ["dagster_run_id", "created_at"]
+    assert list(built.frame.columns) + run_columns == SARCASM_DATASET.column_names

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from miko_assets.warehouse import schema
+from miko_assets.warehouse import warehouse as warehouse_module
 from miko_assets.warehouse.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +156,47 @@ def test_lock_timeout_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_history_stamps_superseded_at_in_utc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`superseded_at` comes from the one UTC clock, like every other stored time (not from the
+    database's clock, whose TIMESTAMP follows the session's time zone)."""
+    table = schema.Table("gen", (("batch", "VARCHAR"), ("item", "VARCHAR")), keeps_history=True)
+    monkeypatch.setitem(schema.TABLES, "gen", table)
+    stamp = datetime(2031, 5, 6, 7, 8, 9)
+    monkeypatch.setattr(warehouse_module, "utc_now", lambda: stamp)
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.replace_partition("gen", "a", pd.DataFrame({"batch": ["a"], "item": ["old"]}))
+    wh.replace_partition("gen", "a", pd.DataFrame({"batch": ["a"], "item": ["new"]}), replaced_by_run="r2")
+    assert wh.rows("SELECT item, superseded_at, superseded_by_run FROM gen_history") == [("old", stamp, "r2")]
+
+
+def test_transaction_commits_or_rolls_back_the_whole_block(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    rows = _rejected("a-0000", 2)
+    with wh.transaction(incoming=rows) as con:
+        con.execute("INSERT INTO rejected_posts BY NAME SELECT * FROM incoming")
+    assert _count(wh, "a-0000") == 2
+    with pytest.raises(RuntimeError, match="midway"):
+        with wh.transaction(incoming=_rejected("b-0000", 3)) as con:
+            con.execute("INSERT INTO rejected_posts BY NAME SELECT * FROM incoming")
+            con.execute("DELETE FROM rejected_posts WHERE batch = 'a-0000'")
+            raise RuntimeError("midway")
+    assert (_count(wh, "a-0000"), _count(wh, "b-0000")) == (2, 0)
+
+
+def test_the_warehouse_imports_no_domain_module() -> None:
+    """The warehouse is the bottom layer: loading it (schema, writes, lineage, prompt registry)
+    pulls in no stage, dataset, LLM, annotation or sarcasm code."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import miko_assets.warehouse.lineage, miko_assets.warehouse.prompts
+        import miko_assets.warehouse.schema, miko_assets.warehouse.warehouse
+        print(" ".join(sorted(m for m in sys.modules if m.startswith("miko_assets."))))
+        """
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded and all(m.startswith(("miko_assets.warehouse", "miko_assets.clock")) for m in loaded), loaded

@@ -1,12 +1,12 @@
 """The sarcasm experiment: the per-batch `sarcasm_dataset` and the `sarcasm_student` trained on it."""
 
 import base64
-from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field
 
 from miko_assets.assets.metadata import counts, preview
+from miko_assets.clock import utc_now
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
 from miko_assets.sarcasm.readiness import PartitionsNotReady, require_ready
@@ -27,10 +27,6 @@ _LISTED = 50  # post ids listed in the dataset's metadata
 _RESULT_PREVIEW = ["dataset", "student", "variant", *METRIC_COLUMNS, "macro_f1_diff", "ci_low", "ci_high"]
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 @dg.asset(
     partitions_def=post_batches,
     deps=["posts", "captions", "key_info", "intentions"],
@@ -47,7 +43,7 @@ def sarcasm_dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     built = build_batch(wh, batch)
     if built.frame.empty and not built.n_unlabelled:
         raise dg.Failure(f"partition {batch} has no posts: materialize `posts` for it first")
-    rows = dataset_rows(built, context.run.run_id, _now())
+    rows = dataset_rows(built, context.run.run_id, utc_now())
     wh.replace_partition("sarcasm_dataset", batch, rows)
     lacking = rows.loc[~rows["has_intentions"], "post_id"].tolist()
     return dg.MaterializeResult(
@@ -117,7 +113,7 @@ def sarcasm_student(
     except (PartitionsNotReady, ValueError) as exc:  # ValueError: InsufficientData, unknown names
         raise dg.Failure(description=str(exc)) from exc
 
-    rows = result_rows(results, context.run.run_id, _now(), batches)
+    rows = result_rows(results, context.run.run_id, utc_now(), batches)
     wh.append("sarcasm_results", rows)
     png = base64.b64encode(plot_results(rows)).decode()
     return dg.MaterializeResult(

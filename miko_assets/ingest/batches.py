@@ -8,7 +8,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
+from miko_assets.clock import utc_now
 from miko_assets.datasets.post import Post
 from miko_assets.datasets.registry import LOADERS, load_posts
 from miko_assets.warehouse.schema import INGESTED_POSTS
@@ -108,7 +109,7 @@ def ingest_posts(
         )
         occurrences[post.post_id] += 1
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     rows: list[dict] = []
     new_batches: list[str] = []
     with warehouse.transaction() as con:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 
+from miko_assets.clock import utc_now
 from miko_assets.imaging.inspect import inspect_image
 from miko_assets.warehouse.warehouse import Warehouse
 
@@ -45,7 +45,7 @@ def build_posts(
     post id: such rows are duplicates and are rejected. A post whose image is missing or
     broken is kept text-only, and the image problem is recorded as a rejection of the image.
     """
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     posts: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for row in ingested.sort_values("position").to_dict("records"):

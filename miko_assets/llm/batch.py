@@ -27,8 +27,9 @@ from datetime import datetime
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from miko_assets.clock import utc_now
 from miko_assets.llm.batch_api import BatchClient, BatchState, ItemResult, batch_client
-from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
+from miko_assets.llm.cache import CallRecord, LLMCallCache
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.costs import (
     BATCH_PRICE_FACTOR,
@@ -393,24 +394,13 @@ def _store_results(
         }
     )
     changes = {c: getattr(collected, c) for c in _BATCH_COLUMNS if c != "batch_id"}
-    warehouse.ensure_schema()
-    with warehouse.connect() as con:
-        con.register("item_updates", item_updates)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(
-                    f"UPDATE {LLM_BATCH_ITEMS.name} AS i SET status = u.status, error = u.error "
-                    "FROM item_updates AS u WHERE i.batch_id = ? AND i.call_id = u.call_id",
-                    [batch.batch_id],
-                )
-                con.execute(_update_sql(changes), [*changes.values(), batch.batch_id])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.unregister("item_updates")
+    with warehouse.transaction(item_updates=item_updates) as con:
+        con.execute(
+            f"UPDATE {LLM_BATCH_ITEMS.name} AS i SET status = u.status, error = u.error "
+            "FROM item_updates AS u WHERE i.batch_id = ? AND i.call_id = u.call_id",
+            [batch.batch_id],
+        )
+        con.execute(_update_sql(changes), [*changes.values(), batch.batch_id])
     return collected
 
 
@@ -462,26 +452,13 @@ def _record_submission(
             "error": pa.nulls(len(items), pa.string()),
         }
     )
-    warehouse.ensure_schema()
-    with warehouse.connect() as con:
-        con.register("incoming_items", frame)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(
-                    f"INSERT INTO {LLM_BATCHES.name} ({', '.join(_BATCH_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' for _ in _BATCH_COLUMNS)})",
-                    [row[c] for c in _BATCH_COLUMNS],
-                )
-                con.execute(
-                    f"INSERT INTO {LLM_BATCH_ITEMS.name} BY NAME SELECT * FROM incoming_items"
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.unregister("incoming_items")
+    with warehouse.transaction(incoming_items=frame) as con:
+        con.execute(
+            f"INSERT INTO {LLM_BATCHES.name} ({', '.join(_BATCH_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _BATCH_COLUMNS)})",
+            [row[c] for c in _BATCH_COLUMNS],
+        )
+        con.execute(f"INSERT INTO {LLM_BATCH_ITEMS.name} BY NAME SELECT * FROM incoming_items")
 
 
 def _update_batch(warehouse: Warehouse, batch_id: str, changes: Mapping[str, object]) -> None:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
@@ -76,11 +76,6 @@ class CallRecord(BaseModel):
     stage: str | None = None
     created_at: datetime
     endpoint: str | None = None
-
-
-def utc_now() -> datetime:
-    """Naive UTC, as stored in TIMESTAMP columns."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class LLMCallCache:

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from miko_assets.llm.cache import CallRecord, utc_now
+from miko_assets.clock import utc_now
+from miko_assets.llm.cache import CallRecord
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
 from miko_assets.llm.provider_interface import (
     FAILED_FINISHES,

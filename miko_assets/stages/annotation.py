@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from miko_assets.annotate.labelstudio import AnnotationItem, build_tasks, labeli
 from miko_assets.annotate.models import Stage, intention_text_sha
 from miko_assets.annotate.report import AgreementReport
 from miko_assets.annotate.sampling import sample_for_annotation
+from miko_assets.clock import utc_now
 from miko_assets.imaging.confine import UnsafeImagePath
 from miko_assets.stages.key_info import usable_captions
 from miko_assets.warehouse.schema import ANNOTATION_TASKS
@@ -66,7 +66,7 @@ def task_rows(
     chosen = sample_for_annotation(ok.to_dict("records"), sampling.share, sampling.seed)
     post_of = posts.set_index("post_id").to_dict("index") if not posts.empty else {}
     caption_of = usable_captions(captions)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     rows = []
     for intention in chosen:
         post = post_of.get(intention["post_id"], {})
@@ -165,7 +165,7 @@ def write_export(items: Sequence[AnnotationItem], stage: Stage, out: Path) -> tu
 
 def agreement_frames(report: AgreementReport, run_id: str | None) -> dict[str, pd.DataFrame]:
     """Warehouse table name -> the report's table, stamped with the run that computed it."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     return {
         table: getattr(report, name).assign(dagster_run_id=run_id, created_at=now)
         for name, table in AGREEMENT_TABLES.items()

@@ -28,7 +28,6 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from miko_assets.annotate.benchmark import (
     score_items,
 )
 from miko_assets.annotate.miko_release import accepted_references, read_release
+from miko_assets.clock import utc_now
 from miko_assets.distill.config import StageConfig, code_version, stage_config
 from miko_assets.distill.intentions import (
     ParsedIntention,
@@ -350,7 +350,7 @@ def score_generations(items: pd.DataFrame, bert: BertScoreModel | None, run_id: 
     failed = items.assign(failed=items["status"] != "ok").groupby("generator")["failed"].sum()
     board.insert(1, "n_failed", board["generator"].map(failed).astype(int))
     per_relation = relation_scores(with_config, keys)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     stamp = {"dagster_run_id": run_id, "created_at": now}
     to_columns = {metric: column for column, metric in METRIC_COLUMNS.items()}
     results = pd.concat([per_relation, board.assign(relation="ALL")], ignore_index=True).rename(columns=to_columns)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 import pandas as pd
 
+from miko_assets.clock import utc_now
 from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
@@ -53,7 +54,7 @@ class StageRun:
             prompt=prompt,
             code_version=version or code_version(config, prompt),
             run_id=run_id,
-            created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            created_at=utc_now(),
         )
 
     def lineage(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ import pandas as pd
 from miko_assets.annotate.labelstudio import import_export
 from miko_assets.annotate.miko_release import read_release, release_annotations
 from miko_assets.annotate.models import HumanAnnotation
+from miko_assets.clock import utc_now
 from miko_assets.stages.intentions import intention_id
 from miko_assets.warehouse.schema import HUMAN_ANNOTATIONS
 from miko_assets.warehouse.warehouse import Warehouse
@@ -70,37 +70,28 @@ def import_file(warehouse: Warehouse, kind: ImportKind, path: str | Path, run_id
     path = Path(path).resolve()
     rows, source, sha, skipped = read_human_file(kind, path)
     outcome_id = uuid.uuid4().hex
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     frame = pd.DataFrame([r.model_dump() for r in rows], columns=HUMAN_ANNOTATIONS.column_names)
     frame["import_id"], frame["imported_at"] = outcome_id, now
-    warehouse.ensure_schema()
-    with warehouse.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            before = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0]
-            con.register("incoming_annotations", frame)
-            # No INSERT OR IGNORE: a DuckLake warehouse has no keys.
-            con.execute(
-                "INSERT INTO human_annotations BY NAME "
-                "SELECT * FROM (SELECT DISTINCT ON (annotation_key) * FROM incoming_annotations) "
-                "WHERE annotation_key NOT IN (SELECT annotation_key FROM human_annotations)"
-            )
-            con.execute(
-                "UPDATE human_annotations SET intention_text_sha = incoming.intention_text_sha "
-                "FROM incoming_annotations AS incoming "
-                "WHERE human_annotations.annotation_key = incoming.annotation_key "
-                "AND human_annotations.intention_text_sha IS NULL"
-            )
-            con.unregister("incoming_annotations")
-            added = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0] - before
-            con.execute(
-                "INSERT INTO annotation_imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [outcome_id, kind, str(path), source, sha, len(rows), added, len(skipped), run_id, now],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with warehouse.transaction(incoming_annotations=frame) as con:
+        before = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0]
+        # No INSERT OR IGNORE: a DuckLake warehouse has no keys.
+        con.execute(
+            "INSERT INTO human_annotations BY NAME "
+            "SELECT * FROM (SELECT DISTINCT ON (annotation_key) * FROM incoming_annotations) "
+            "WHERE annotation_key NOT IN (SELECT annotation_key FROM human_annotations)"
+        )
+        con.execute(
+            "UPDATE human_annotations SET intention_text_sha = incoming.intention_text_sha "
+            "FROM incoming_annotations AS incoming "
+            "WHERE human_annotations.annotation_key = incoming.annotation_key "
+            "AND human_annotations.intention_text_sha IS NULL"
+        )
+        added = con.execute("SELECT count(*) FROM human_annotations").fetchall()[0][0] - before
+        con.execute(
+            "INSERT INTO annotation_imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [outcome_id, kind, str(path), source, sha, len(rows), added, len(skipped), run_id, now],
+        )
     return ImportOutcome(outcome_id, kind, str(path), source, sha, len(rows), added, skipped)
 
 

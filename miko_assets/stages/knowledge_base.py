@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from miko_assets.clock import utc_now
 from miko_assets.distill.quality import quality_floor
 from miko_assets.distill.relations import RELATION_NAMES
 from miko_assets.warehouse.warehouse import Warehouse
@@ -164,7 +164,7 @@ def data_card(overall: dict[str, object], stats: pd.DataFrame, rows: pd.DataFram
     )
     lines = [
         "# miko intention knowledge base",
-        f"Exported {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Exported {utc_now():%Y-%m-%d %H:%M} UTC.",
         "",
         f"- posts: {overall['posts']}; intentions: {overall['intentions']} "
         f"({overall['intentions_per_post']:.2f} per post); failure rate {overall['failure_rate']:.1%}",

@@ -8,12 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from miko_assets.sarcasm.dataset import (
-    INTENT_COLUMNS,
-    INTENT_ID_COLUMNS,
-    TEACHER_COLUMNS,
-)
-
 SCHEMA = "miko"
 
 
@@ -286,10 +280,34 @@ SARCASM_DATASET = Table(
         ("caption_id", "VARCHAR"),
         ("key_info", "VARCHAR"),
         ("key_info_id", "VARCHAR"),
-        *((c, "VARCHAR") for pair in zip(INTENT_COLUMNS, INTENT_ID_COLUMNS) for c in pair),
+        # The intention text and id of each relation, in MIKO's relation order.
+        ("intent_xWant", "VARCHAR"),
+        ("intent_xWant_id", "VARCHAR"),
+        ("intent_oEffect", "VARCHAR"),
+        ("intent_oEffect_id", "VARCHAR"),
+        ("intent_xAttr", "VARCHAR"),
+        ("intent_xAttr_id", "VARCHAR"),
+        ("intent_xIntent", "VARCHAR"),
+        ("intent_xIntent_id", "VARCHAR"),
+        ("intent_xReact", "VARCHAR"),
+        ("intent_xReact_id", "VARCHAR"),
+        ("intent_oReact", "VARCHAR"),
+        ("intent_oReact_id", "VARCHAR"),
+        ("intent_oWant", "VARCHAR"),
+        ("intent_oWant_id", "VARCHAR"),
+        ("intent_xEffect", "VARCHAR"),
+        ("intent_xEffect_id", "VARCHAR"),
+        ("intent_xNeed", "VARCHAR"),
+        ("intent_xNeed_id", "VARCHAR"),
+        ("intent_Open", "VARCHAR"),
+        ("intent_Open_id", "VARCHAR"),
         ("n_intentions", "INTEGER"),
         ("has_intentions", "BOOLEAN"),
-        *((c, "VARCHAR") for c in TEACHER_COLUMNS),
+        # Where the post's intentions came from (comma-joined when a post mixes several).
+        ("teacher_model", "VARCHAR"),
+        ("teacher_prompt_version", "VARCHAR"),
+        ("teacher_prompt_sha", "VARCHAR"),
+        ("teacher_llm_call_id", "VARCHAR"),
         ("dagster_run_id", "VARCHAR"),
         ("created_at", "TIMESTAMP"),
     ),

@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
 
+from miko_assets.clock import utc_now
 from miko_assets.warehouse.location import (
     CATALOG_KINDS,
     DATA_PATH_SETTING,
@@ -286,11 +288,12 @@ class Warehouse:
         """
         tables = [(TABLES[name], frame) for name, frame in frames.items()]
         self.ensure_schema()
+        superseded_at = utc_now()
 
         def replace(con: duckdb.DuckDBPyConnection) -> None:
             for table, frame in tables:
                 if table.keeps_history:
-                    _archive(con, table, batch, frame, replaced_by_run, unchanged_key)
+                    _archive(con, table, batch, frame, (superseded_at, replaced_by_run), unchanged_key)
                 con.execute(f"DELETE FROM {table.name} WHERE batch = ?", [batch])
                 if not frame.empty:
                     _insert_frame(con, table, frame)
@@ -375,9 +378,10 @@ def _archive(
     table: Table,
     batch: str,
     frame: pd.DataFrame,
-    replaced_by_run: str | None,
+    superseded: tuple[datetime, str | None],
     unchanged_key: Sequence[str],
 ) -> None:
+    """Copy the partition's current rows into the history twin, stamped `(superseded_at, superseded_by_run)`."""
     cols = ", ".join(table.column_names)
     keep_out = ""
     if unchanged_key and not frame.empty:
@@ -388,8 +392,8 @@ def _archive(
     try:
         con.execute(
             f"INSERT INTO {table.name}_history ({cols}, superseded_at, superseded_by_run) "
-            f"SELECT {cols}, now(), ? FROM {table.name} WHERE batch = ?{keep_out}",
-            [replaced_by_run, batch],
+            f"SELECT {cols}, ?, ? FROM {table.name} WHERE batch = ?{keep_out}",
+            [*superseded, batch],
         )
     finally:
         if keep_out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,9 @@ from miko_assets.annotate.miko_release import (
     release_annotations,
 )
 from miko_assets.annotate.models import intention_text_sha
+from miko_assets.ingest.batches import ingest_file
+from miko_assets.stages.human_annotations import import_file
+from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.paths import MIKO_RELEASE as RELEASE
 
 ORDER = [
@@ -129,3 +133,19 @@ def test_accepted_references(raw, release):
     assert references == expected
     # the post listed twice with all-accept and all-reject labels gives no reference at all
     assert not any(post_id == "miko_release:198" for post_id, _ in references)
+
+
+def test_every_ingested_post_gets_the_labels_of_every_record_that_judges_it(raw, tmp_path):
+    """Ingestion and the label import take post identity from the one release reader: each post
+    of the shared release (13 of them listed twice) is ingested once and gets the labels of all
+    its records, one annotator per record."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    ingest_file(warehouse, "miko_release", RELEASE)
+    import_file(warehouse, "miko_release", RELEASE)
+    ingested = {post_id for (post_id,) in warehouse.rows("SELECT post_id FROM ingested_posts")}
+    annotators = dict(
+        warehouse.rows("SELECT post_id, count(DISTINCT annotator) FROM human_annotations GROUP BY post_id")
+    )
+    records_per_image = Counter(record["image"] for record in raw)
+    assert annotators == {f"miko_release:{Path(image).stem}": n for image, n in records_per_image.items()}
+    assert set(annotators) == ingested

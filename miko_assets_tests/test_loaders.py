@@ -158,14 +158,17 @@ def test_isarcasmeval_task_a_test_format(tmp_path: Path) -> None:
 
 def test_miko_release(tmp_path: Path) -> None:
     posts = list(load_miko_release(SHARED_DATA / "miko_release" / "train.json", images_dir=tmp_path))
-    assert len(posts) == 700
-    assert len({p.post_id for p in posts}) == 700
-    assert sum("#" in p.source_id for p in posts) == 13  # repeated images get #2
-    assert (posts[38].source_id, posts[314].source_id) == ("198", "198#2")
-    assert posts[314].metadata["intention_labels"] == [0] * 10
+    # 700 records; 13 posts are listed twice (same image, text and intentions): one post each.
+    assert len(posts) == 687
+    assert len({p.post_id for p in posts}) == 687
+    assert not any("#" in p.source_id for p in posts)
+    assert sum(bool(p.metadata["judged_again_in"]) for p in posts) == 13
+    post_198 = next(p for p in posts if p.source_id == "198")
+    assert (post_198.metadata["record_index"], post_198.metadata["judged_again_in"]) == (38, [314])
+    assert post_198.metadata["intention_labels"] == [1, 1, 1, 1, 1, 1, 1, 1, 0, 1]  # record 314 rejects all
     labels = [p.metadata["intention_labels"] for p in posts]
-    assert sum(map(sum, labels)) == 5309
-    assert (sum(row[0] for row in labels), sum(row[4] for row in labels)) == (575, 438)  # xWant, xReact
+    assert sum(map(sum, labels)) == 5239
+    assert (sum(row[0] for row in labels), sum(row[4] for row in labels)) == (565, 432)  # xWant, xReact
     assert all(len(p.metadata["intentions"]) == 10 and p.label is None for p in posts)
     assert sum(p.metadata["intentions"][9] is None for p in posts) == 13
     tenth = posts[10]

@@ -1,20 +1,18 @@
 """MIKO's released accept labels read as human plausibility annotations.
 
-The release (`train.json`) is a list of posts, each with ten intentions ("Intention 1" ..
-"Intention 10", in the relation order of `RELATION_NAMES`) and one accept bit per
-intention (label i is for "Intention i+1"). Two quirks of the real file are kept visible
-rather than smoothed over:
+The release (`train.json`) is read by `datasets.miko_release`, which also says which post each
+record judges. Its ten intentions are in the relation order of `RELATION_NAMES`, with one accept
+bit per intention. Two quirks of the real file are kept visible rather than smoothed over:
 - some posts appear twice with the same intentions but different labels; the first record
-  is annotator "miko-release", the k-th repeat "miko-release#k", so both judgements stay;
-- some records lack an intention (no "Intention 10", or an empty text): their label judges
-  nothing, so it is skipped with a reason.
+  is annotator "miko-release", the k-th judgement of the post "miko-release#k", so both stay;
+- some records lack an intention (no "Intention 10", or an empty text) or a label: such a
+  label judges nothing, so it is skipped with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +25,10 @@ from miko_assets.annotate.models import (
     annotation_key,
     intention_text_sha,
 )
+from miko_assets.datasets.miko_release import DATASET, read_release_records
 from miko_assets.distill.relations import RELATION_NAMES
 
 RELEASE_ANNOTATOR = "miko-release"
-RELEASE_DATASET = "miko_release"
 
 
 class ReleaseIntention(BaseModel):
@@ -59,43 +57,31 @@ class ReleaseLabels:
     skipped: list[str] = field(default_factory=list)
 
 
-def release_post_id(image: str) -> str:
-    """`miko_release:<image file stem>`, the post id of a release record."""
-    return f"{RELEASE_DATASET}:{Path(image).stem}"
-
-
 def read_release(path: str | Path, source_name: str | None = None) -> ReleaseLabels:
-    """Read the release file; malformed records raise, missing intentions are skipped."""
+    """Read the release file; malformed records raise, missing intentions and labels are skipped."""
     path = Path(path)
     raw = path.read_bytes()
-    records = json.loads(raw)
+    records = read_release_records(path, raw)
     intentions: list[ReleaseIntention] = []
     skipped: list[str] = []
-    seen: Counter[str] = Counter()
-    for index, record in enumerate(records):
-        labels = record["intention_labels"]
-        if len(labels) != len(RELATION_NAMES) or set(labels) - {0, 1}:
-            raise ValueError(f"record {index}: expected ten 0/1 labels, got {labels!r}")
-        post_id = release_post_id(record["image"])
-        seen[post_id] += 1
-        annotator = RELEASE_ANNOTATOR + (
-            "" if seen[post_id] == 1 else f"#{seen[post_id]}"
-        )
-        for number, (relation, label) in enumerate(
-            zip(RELATION_NAMES, labels), start=1
-        ):
-            text = (record["intentions"].get(f"Intention {number}") or "").strip()
+    for record in records:
+        annotator = RELEASE_ANNOTATOR + ("" if record.judgement == 1 else f"#{record.judgement}")
+        labels = record.labels or [None] * len(RELATION_NAMES)
+        for relation, text, label in zip(RELATION_NAMES, record.intentions, labels, strict=True):
+            text = (text or "").strip()
+            where = f"record {record.index} ({record.post_id}) {relation}"
             if not text:
-                skipped.append(
-                    f"record {index} ({post_id}) {relation}: no intention text"
-                )
+                skipped.append(f"{where}: no intention text")
+                continue
+            if label is None:
+                skipped.append(f"{where}: no label")
                 continue
             intentions.append(
                 ReleaseIntention(
-                    record=index,
-                    post_id=post_id,
-                    image=record["image"],
-                    post_text=record["text"],
+                    record=record.index,
+                    post_id=record.post_id,
+                    image=record.image,
+                    post_text=record.text,
                     relation=relation,
                     intention=text,
                     accepted=bool(label),
@@ -122,7 +108,7 @@ def release_annotations(
         rows.append(
             HumanAnnotation(
                 annotation_key=annotation_key(
-                    RELEASE_DATASET, intention_id, "plausibility", item.annotator
+                    DATASET, intention_id, "plausibility", item.annotator
                 ),
                 intention_id=intention_id,
                 intention_text_sha=intention_text_sha(item.intention),

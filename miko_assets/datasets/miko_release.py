@@ -1,12 +1,18 @@
 """MIKO's released intention benchmark (RingBDStack/Miko): a JSON list of posts.
 
+This is the one reader of the release: ingestion (`load_miko_release`) and the label import
+(`annotate.miko_release`) both take their posts from `read_release_records`, so they agree on
+which post a record belongs to.
+
 Each record is `{"image": "<name>.jpg", "text": ..., "intentions": {"Intention 1": ...,
 "Intention 10": ...}, "intention_labels": [10 x 0/1]}`; label i judges "Intention i+1".
 Images are not published, so `image_path` is set only when an images dir is given.
 
-The source id is the image name without its extension. The release repeats some posts
-(same image and text, annotated twice), so a repeat gets `#2`, `#3`... in file order,
-keeping every post id unique and stable for an unchanged file.
+Post identity: the source id is the image name without its extension. The release lists some
+posts twice (same image, text and intentions, different labels): such a repeat is the same
+post judged a second time, not a new post. A record that reuses an earlier image with another
+text is a different post and gets `#2`, `#3`... in file order. Ids are stable for an unchanged
+file.
 """
 
 from __future__ import annotations
@@ -15,19 +21,39 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from miko_assets.datasets.common import image_fields, new_post, parse_flag, resolve_split
-from miko_assets.datasets.post import Post
+from miko_assets.datasets.post import Post, make_post_id
 
 DATASET = "miko_release"
 N_INTENTIONS = 10
 _INTENTION_KEY = re.compile(r"Intention\s*(\d+)")
 
 
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """One record of the release and the post it judges."""
+
+    index: int
+    image: str
+    text: str
+    # The ten intentions in relation order; one the record lacks is None.
+    intentions: list[str | None]
+    # The ten accept bits (None where empty), or None when the record has no labels.
+    labels: list[int | None] | None
+    source_id: str
+    # 1 for the post's first record, k for its k-th judgement.
+    judgement: int
+
+    @property
+    def post_id(self) -> str:
+        return make_post_id(DATASET, self.source_id)
+
+
 def _ordered_intentions(intentions: dict[str, str]) -> list[str | None]:
-    """The ten intentions in relation order; a relation the record lacks is None."""
     ordered: list[str | None] = [None] * N_INTENTIONS
     for key, text in intentions.items():
         match = _INTENTION_KEY.fullmatch(key.strip())
@@ -43,13 +69,15 @@ def _intention_labels(labels: Any) -> list[int | None]:
     return [parse_flag(label) for label in labels]
 
 
-def load_miko_release(path: Path, *, split: str | None = None, images_dir: Path | None = None) -> Iterator[Post]:
-    """Yield the posts of a MIKO release file with their intentions and accept labels."""
-    split = resolve_split(split, path)
-    records = json.loads(path.read_bytes())
+def read_release_records(path: Path, data: bytes | None = None) -> list[ReleaseRecord]:
+    """Every record of a release file (or of `data`, its bytes), in file order, each with its
+    post's source id."""
+    records = json.loads(Path(path).read_bytes() if data is None else data)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of posts")
-    seen: Counter[str] = Counter()
+    texts_by_stem: dict[str, list[str]] = {}
+    judgements: Counter[str] = Counter()
+    read: list[ReleaseRecord] = []
     for index, record in enumerate(records):
         try:
             image = str(record["image"])
@@ -59,18 +87,40 @@ def load_miko_release(path: Path, *, split: str | None = None, images_dir: Path 
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"{path}: record {index} is not a MIKO post ({error!r})") from error
         stem = Path(image).stem
-        seen[stem] += 1
-        source_id = stem if seen[stem] == 1 else f"{stem}#{seen[stem]}"
+        texts = texts_by_stem.setdefault(stem, [])
+        if text not in texts:
+            texts.append(text)
+        number = texts.index(text) + 1
+        source_id = stem if number == 1 else f"{stem}#{number}"
+        judgements[source_id] += 1
+        read.append(ReleaseRecord(index, image, text, intentions, labels, source_id, judgements[source_id]))
+    return read
+
+
+def load_miko_release(path: Path, *, split: str | None = None, images_dir: Path | None = None) -> Iterator[Post]:
+    """Yield each post of a MIKO release file once, with the intentions and accept labels of its
+    first record; `judged_again_in` lists the records that judge it again (their labels are
+    further annotators, imported by `miko annotate import-miko-release`)."""
+    split = resolve_split(split, path)
+    records = read_release_records(path)
+    again: dict[str, list[int]] = {}
+    for record in records:
+        if record.judgement > 1:
+            again.setdefault(record.source_id, []).append(record.index)
+    for record in records:
+        if record.judgement > 1:
+            continue
         yield new_post(
             DATASET,
             split,
-            source_id,
-            text,
-            **image_fields(images_dir, image),
+            record.source_id,
+            record.text,
+            **image_fields(images_dir, record.image),
             metadata={
-                "image": image,
-                "record_index": index,
-                "intentions": intentions,
-                "intention_labels": labels,
+                "image": record.image,
+                "record_index": record.index,
+                "intentions": record.intentions,
+                "intention_labels": record.labels,
+                "judged_again_in": again.get(record.source_id, []),
             },
         )

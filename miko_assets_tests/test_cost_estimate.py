@@ -10,7 +10,8 @@ import pytest
 from miko_assets import cli
 from miko_assets.datasets.registry import load_posts
 from miko_assets.distill.config import ImageSettings
-from miko_assets.llm.cache import CallRecord, LLMCallCache, utc_now
+from miko_assets.clock import utc_now
+from miko_assets.llm.cache import CallRecord, LLMCallCache
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR, PriceTable
 from miko_assets.stages.estimate import (
     LOW_DETAIL,

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.distill.config import build_request, stage_config
-from miko_assets.llm.cache import LLMCallCache, utc_now
+from miko_assets.clock import utc_now
+from miko_assets.llm.cache import LLMCallCache
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.endpoints import normalize_endpoint
 from miko_assets.llm.models import canonical_json, sha256_text

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from miko_assets.distill.config import ImageSettings, stage_env_overrides
 from miko_assets.stages.config_changes import describe_changes
 from miko_assets.stages.versions import StageSpec
-from miko_assets.llm.cache import utc_now
+from miko_assets.clock import utc_now
 from miko_assets.warehouse.warehouse import Warehouse
 
 

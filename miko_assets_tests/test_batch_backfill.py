@@ -114,9 +114,10 @@ def test_miko_batch_backfill_goes_through_batches_and_materializes_from_the_cach
     assert out.count(": ok") == 6 and "captions, key_info, intentions materialized" in out
 
     # One batch per partition and stage; every answer came from them: the fake served each
-    # batch item once and no online call.
+    # batch item once and no online call. Per post: one caption, one call per key-information
+    # field (5) and one per relation (10), the per-relation defaults.
     items = [item for batch in fake.batch_items.values() for item in batch]
-    assert len(fake.batches) == 6 and len(items) == 6
+    assert len(fake.batches) == 6 and len(items) == 2 * (1 + 5 + 10)
     assert fake.requests == len(items)
     for table in ("captions", "key_info"):
         assert warehouse.rows(f"SELECT status, count(*) FROM {table} GROUP BY status") == [("ok", 2)]

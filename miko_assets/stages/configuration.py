@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import duckdb
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from miko_assets.distill.config import ImageSettings, stage_env_overrides
@@ -81,23 +83,33 @@ def changes(old_code_version: str, old: ConfigRecord | None, new: ConfigRecord) 
 
 def record_configs(warehouse: Warehouse, records: Iterable[ConfigRecord]) -> None:
     """Remember what each code version means (the first record of a code version stays)."""
-    _insert(warehouse, "INSERT OR IGNORE INTO stage_configs", records)
+    frame = _config_frame(records)
+    if not frame.empty:
+        warehouse.insert_new("stage_configs", frame)
 
 
 def record_code_location(warehouse: Warehouse, records: Iterable[ConfigRecord]) -> None:
     """The configuration the code location loaded, one per asset, replacing the previous one."""
     records = list(records)
     record_configs(warehouse, records)
-    _insert(warehouse, "INSERT OR REPLACE INTO code_location_configs", records)
-
-
-def _insert(warehouse: Warehouse, statement: str, records: Iterable[ConfigRecord]) -> None:
-    rows = [(r.asset, r.code_version, r.model_dump_json(), utc_now()) for r in records]
-    if not rows:
+    frame = _config_frame(records)
+    if frame.empty:
         return
-    warehouse.ensure_schema()
-    with warehouse.connect() as con:
-        con.executemany(f"{statement} (asset, code_version, config_json, recorded_at) VALUES (?, ?, ?, ?)", rows)
+
+    # Delete then insert, not INSERT OR REPLACE: a DuckLake has no key to replace on.
+    def replace(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("DELETE FROM code_location_configs WHERE list_contains(?, asset)", [list(frame["asset"])])
+        con.execute("INSERT INTO code_location_configs BY NAME SELECT * FROM loaded_configs")
+
+    warehouse.write(replace, loaded_configs=frame)
+
+
+def _config_frame(records: Iterable[ConfigRecord]) -> pd.DataFrame:
+    rows = [
+        {"asset": r.asset, "code_version": r.code_version, "config_json": r.model_dump_json(), "recorded_at": utc_now()}
+        for r in records
+    ]
+    return pd.DataFrame(rows, columns=["asset", "code_version", "config_json", "recorded_at"])
 
 
 def recorded_configs(warehouse: Warehouse, code_versions: Iterable[str]) -> dict[str, ConfigRecord]:

@@ -18,6 +18,13 @@ import pytest
 
 from miko_assets.devtools.servers import postgres_server
 from miko_assets.llm.cache import CallRecord, LLMCallCache
+from miko_assets.stages.configuration import (
+    ConfigRecord,
+    code_location_configs,
+    record_code_location,
+    record_configs,
+    recorded_configs,
+)
 from miko_assets.warehouse import warehouse as warehouse_module
 from miko_assets.warehouse.location import WarehouseConfigError, parse_location, redact
 from miko_assets.warehouse.warehouse import Warehouse
@@ -77,6 +84,22 @@ def test_call_cache_upserts_without_keys(lake: Warehouse) -> None:
     assert lake.rows("SELECT call_id, status, response_text FROM llm_calls ORDER BY call_id") == [
         ("c1", "ok", "retried"), ("c2", "ok", "first"), ("c3", "failed", None)]
     assert set(cache.get_many(["c1", "c2", "c3"])) == {"c1", "c2"}
+
+
+def test_stage_configurations_are_recorded_and_replaced_on_both_backends(lake: Warehouse, tmp_path: Path) -> None:
+    """A lake has no key for INSERT OR IGNORE/REPLACE: the first record of a code version stays,
+    and the code location's configuration of an asset is replaced."""
+    def record(version: str, model: str) -> ConfigRecord:
+        return ConfigRecord(asset="intentions", stage="intentions", code_version=version, provider="local",
+                            model=model, prompt_name="intentions", prompt_version="v3", prompt_sha="sha", params={})
+
+    for wh in (lake, Warehouse(tmp_path / "file.duckdb")):
+        record_code_location(wh, [record("cv-config-1", "first")])
+        record_configs(wh, [record("cv-config-1", "renamed")])
+        record_code_location(wh, [record("cv-config-2", "second")])
+        assert recorded_configs(wh, ["cv-config-1", "cv-config-2"])["cv-config-1"].model == "first"
+        loaded = code_location_configs(wh)
+        assert list(loaded) == ["intentions"] and loaded["intentions"][0].code_version == "cv-config-2"
 
 
 def test_insert_new_keeps_the_first_row_of_a_key(lake: Warehouse, tmp_path: Path) -> None:

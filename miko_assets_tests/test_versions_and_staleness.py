@@ -167,6 +167,10 @@ def test_miko_stale_judges_by_the_code_locations_configuration_whatever_the_shel
     assert "this shell would use another configuration: temperature 0.1 → 0.3" in out
     assert main(["--warehouse", str(wh.path), "backfill", "--stale", "--dry-run"]) == 0
     assert f"intentions: 1 partition(s): {BATCH}" in capsys.readouterr().out
+    # The same plan goes to the batch route (`--batch`), which prices the partitions' posts first:
+    # these scripted rows have none, and it says so in one line (test_batch_backfill runs the route).
+    assert main(["--warehouse", str(wh.path), "backfill", "--stale", "--batch", "--dry-run"]) == 2
+    assert f"no posts in partitions {BATCH}: materialize `posts` first" in capsys.readouterr().err
 
 
 def test_backfill_plan_takes_the_stale_partitions_and_the_same_partitions_downstream(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`miko backfill --stale`: one backfill of exactly the stale partitions, through the Dagster instance."""
+"""`miko backfill --stale`: one backfill of exactly the stale partitions, through the Dagster instance
+(or, with `--batch`, through the providers' batch APIs)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     backfill.add_argument("--asset", action="append", default=None,
                           help="only this asset's stale partitions: captions, key_info or intentions "
                                "(repeatable; default: all three)")
+    backfill.add_argument("--batch", action="store_true",
+                          help="go through the providers' batch APIs (half the price): submit, collect, then "
+                               "materialize from the cache; says what it costs online and in batch first")
+    backfill.add_argument("--poll-s", type=float, default=60.0, help="with --batch: seconds between polls")
     backfill.add_argument("--dry-run", action="store_true", help="print what would be backfilled, launch nothing")
     backfill.set_defaults(run=_backfill)
 
@@ -36,6 +41,10 @@ def _backfill(args: argparse.Namespace) -> int:
         return 0
     for asset, partitions in plan.items():
         print(f"{asset}: {len(partitions)} partition(s): {', '.join(partitions)}")
+    if args.batch:
+        from miko_assets.commands.batch import batch_backfill
+
+        return batch_backfill(plan, warehouse, args.poll_s, args.dry_run)
     if args.dry_run:
         return 0
     backfill_id, url = launch_stale_backfill(plan)

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,16 +75,24 @@ def test_materialize_change_model_config_and_backfill_stale_partitions(tmp_path:
             assert card["post"]["post_id"] and card["generation"]["llm_call_id"]
         first_version = wh.rows("SELECT DISTINCT code_version FROM intentions")
         calls_before = _calls_by_stage(wh)
-        assert calls_before["key_info"] == 2 and calls_before["intentions"] >= 2
+        # The per-relation defaults: one key-information call per field (5) and post.
+        assert calls_before["key_info"] == 2 * 5 and calls_before["intentions"] >= 2
 
         # Configuration B: another temperature for the intentions stage only, then a reload.
         stages = yaml.safe_load((prompts / "stages.yaml").read_text())
-        stages["stages"]["intentions"]["params"]["temperature"] = 0.3
+        stages["stages"]["intentions"]["params"]["temperature"] = 0.1
         (prompts / "stages.yaml").write_text(yaml.safe_dump(stages))
         reload_location(ui)
 
-        stale_out = _miko(tmp_path, env, "stale")
-        assert "intentions: current intentions@v2" in stale_out
+        # `miko stale` judges by the configuration the code location recorded: the
+        # `stage_config_watch` sensor records the reloaded one on its next tick.
+        deadline = time.monotonic() + 180
+        while True:
+            stale_out = _miko(tmp_path, env, "stale")
+            if all(b in stale_out.split("intentions: current", 1)[1] for b in batches) or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        assert "intentions: current intentions@v3" in stale_out
         intentions_section = stale_out.split("intentions: current", 1)[1]
         assert all(b in intentions_section for b in batches)
         captions_section = stale_out.split("captions: current", 1)[1].split("key_info:", 1)[0]
@@ -107,7 +116,7 @@ def test_materialize_change_model_config_and_backfill_stale_partitions(tmp_path:
     intention_id = wh.rows("SELECT intention_id FROM intentions ORDER BY post_id, relation_index LIMIT 1")[0][0]
     card = intention_card(wh, intention_id)
     assert card["generation"]["code_version"] == new_version[0][0]
-    assert card["generation"]["params"]["temperature"] == 0.3
+    assert card["generation"]["params"]["temperature"] == 0.1
     assert [v["code_version"] for v in card["other_versions"]] == [first_version[0][0]]
     old_call = card["other_versions"][0]["llm_call_id"]
     assert wh.rows("SELECT count(*) FROM llm_calls WHERE call_id = ?", [old_call]) == [(1,)]

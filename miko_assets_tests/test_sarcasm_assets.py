@@ -99,12 +99,17 @@ def test_dataset_rows_carry_lineage_and_mark_posts_without_intentions(setup: Set
     # Every intention id and call id in the dataset names a row of the intentions and llm_calls tables.
     ids = {v for c in INTENT_ID_COLUMNS for v in distilled[c].dropna()}
     assert ids and ids <= {i for (i,) in wh.rows("SELECT intention_id FROM intentions")}
-    calls = set(distilled["teacher_llm_call_id"].dropna())
+    # Per-relation prompts make one call a relation: a post's calls are listed comma-separated.
+    calls = {call for joined in distilled["teacher_llm_call_id"].dropna() for call in joined.split(",")}
     assert calls and calls <= {c for (c,) in wh.rows("SELECT call_id FROM llm_calls WHERE stage = 'intentions'")}
     intentions = current_stage_specs()["intentions"].config
+    key_info = current_stage_specs()["key_info"].config
     with_intentions = distilled[distilled["has_intentions"]]
     assert set(with_intentions["teacher_model"]) == {f"{intentions.provider}/{intentions.model}"}
-    assert set(with_intentions["teacher_prompt_version"]) == {f"{intentions.prompt_name}@{intentions.prompt_version}"}
+    # The key information's prompt made an input of the intentions: it is named beside theirs.
+    assert set(with_intentions["teacher_prompt_version"]) == {
+        ",".join(sorted(f"{c.prompt_name}@{c.prompt_version}" for c in (intentions, key_info)))
+    }
     assert set(with_intentions["teacher_prompt_sha"]) == {intentions.prompt().sha}
 
     posts_only = wh.query("SELECT * FROM sarcasm_dataset WHERE batch = ? ORDER BY post_id", [POSTS_ONLY])
@@ -149,8 +154,11 @@ def test_all_student_variants_on_the_distilled_batch(setup: Setup, monkeypatch: 
     assert full["empty_fields"] == "caption"  # no images: the captions stage had nothing to describe
 
     intentions = current_stage_specs()["intentions"].config
+    key_info = current_stage_specs()["key_info"].config
     assert set(rows["teacher_model"]) == {f"{intentions.provider}/{intentions.model}"}
-    assert set(rows["teacher_prompt_versions"]) == {f"{intentions.prompt_name}@{intentions.prompt_version}"}
+    assert set(rows["teacher_prompt_versions"]) == {
+        ",".join(sorted(f"{c.prompt_name}@{c.prompt_version}" for c in (intentions, key_info)))
+    }
     assert set(rows["teacher_prompt_shas"]) == {intentions.prompt().sha}
 
     metadata = result.asset_materializations_for_node("sarcasm_student")[0].metadata

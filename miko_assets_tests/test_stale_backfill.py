@@ -47,13 +47,13 @@ def test_stale_partitions_show_by_themselves_and_one_backfill_rebuilds_exactly_t
 
             # Configuration B: a cooler intentions stage in the prompts folder, then a reload.
             stages = yaml.safe_load((prompts / "stages.yaml").read_text())
-            stages["stages"]["intentions"]["params"]["temperature"] = 0.3
+            stages["stages"]["intentions"]["params"]["temperature"] = 0.1
             (prompts / "stages.yaml").write_text(yaml.safe_dump(stages))
             reload_location(ui)
 
             # Nobody presses Execute: the sensor records the configuration and runs the checks.
             check = _wait_for_check(ui, "intentions", lambda m: m["stale_count"] == 3)
-            assert "temperature 0.7 → 0.3" in check["stale"]
+            assert "temperature 0.3 → 0.1" in check["stale"]
             assert _wait_for_check(ui, "key_info", lambda m: "stale_count" in m)["stale_count"] == 0
 
             # One partition rebuilt by hand, so two are stale now.
@@ -67,7 +67,7 @@ def test_stale_partitions_show_by_themselves_and_one_backfill_rebuilds_exactly_t
             assert "judged against the configuration the code location (dagster dev) loaded" in stale_out
             section = stale_out.split("intentions: current", 1)[1]
             assert partitions[0] in section and partitions[1] in section and partitions[2] not in section
-            assert "what changed: temperature 0.7 → 0.3" in section
+            assert "what changed: temperature 0.3 → 0.1" in section
             assert stale_out.count("no stale partitions") == 2  # captions and key_info
 
             launched = _ok(miko(tmp_path, shell, "backfill", "--stale"))
@@ -94,7 +94,7 @@ def test_stale_partitions_show_by_themselves_and_one_backfill_rebuilds_exactly_t
     [old] = card["other_versions"]
     old_card = intention_card(wh, old["version_id"])
     assert old_card["replaced_by"]["version_id"] == card["version_id"]
-    assert old_card["replaced_by"]["why"] == ["temperature 0.7 → 0.3"]
+    assert old_card["replaced_by"]["why"] == ["temperature 0.3 → 0.1"]
 
 
 def _runs_of(ui: DagsterUI, backfill_id: str) -> list[dict[str, Any]]:

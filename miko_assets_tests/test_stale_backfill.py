@@ -33,6 +33,11 @@ def test_stale_partitions_show_by_themselves_and_one_backfill_rebuilds_exactly_t
     prepare_workdir(tmp_path)
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
+    # The answer server writes the one-call answers (key_info and intentions v2).
+    stages = yaml.safe_load((prompts / "stages.yaml").read_text())
+    for stage in ("key_info", "intentions"):
+        stages["stages"][stage]["prompt_version"] = "v2"
+    (prompts / "stages.yaml").write_text(yaml.safe_dump(stages))
     data, images = write_posts(tmp_path, POSTS, image_share=0.0, name="stale")
     wh = Warehouse(tmp_path / "warehouse.duckdb")
     with answer_server() as server:

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from miko_assets.devtools.serving import free_port
+from miko_assets.devtools.serving import free_port, stop_process
 
 
 def _postgres_bin() -> Path:
@@ -131,10 +131,5 @@ def redis_server(folder: Path, timeout_s: float = 30) -> Iterator[RedisServer]:
             time.sleep(0.1)
         yield RedisServer(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

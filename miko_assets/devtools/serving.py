@@ -47,9 +47,14 @@ def server_process(module: str, *args: str) -> Iterator[tuple[subprocess.Popen[s
             raise RuntimeError(f"{module} did not start: {line!r}")
         yield process, f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate `process`, and kill it if it has not ended within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

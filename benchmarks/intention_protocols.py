@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from miko_assets.annotate.benchmark import default_bertscore
+from miko_assets.annotate.benchmark_metrics import default_bertscore
 from miko_assets.annotate.miko_release import read_release
 from miko_assets.distill.intentions import split_prefix
 from miko_assets.distill.quality import format_quality_floor, quality_floor

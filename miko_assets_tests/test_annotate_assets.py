@@ -21,7 +21,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from miko_assets.annotate.benchmark import BERTSCORE_F1, BLEU1, BLEU2, ROUGE_L, default_bertscore
+from miko_assets.annotate.benchmark_metrics import BERTSCORE_F1, BLEU1, BLEU2, ROUGE_L, default_bertscore
 from miko_assets.annotate.labelstudio import FROM_NAMES
 from miko_assets.annotate.miko_release import read_release
 from miko_assets.annotate.models import intention_text_sha

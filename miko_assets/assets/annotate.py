@@ -10,7 +10,7 @@ import base64
 import dagster as dg
 import pandas as pd
 
-from miko_assets.annotate.benchmark import default_bertscore, plot_leaderboard
+from miko_assets.annotate.benchmark_metrics import default_bertscore, plot_leaderboard
 from miko_assets.annotate.models import STAGES, Stage
 from miko_assets.annotate.report import build_agreement_report, plot_agreement
 from miko_assets.assets.metadata import counts, preview

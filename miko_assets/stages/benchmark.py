@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from miko_assets.annotate.benchmark import (
+from miko_assets.annotate.benchmark_metrics import (
     BERTSCORE_F1,
     BERTSCORE_MODEL,
     BERTSCORE_P,
@@ -77,7 +77,7 @@ DEFAULT_PRESET = "smollm2-135m"
 INTENTIONS_STAGE = "intentions"
 SCORING_VERSION = "prefix-stripped|sacrebleu bleu1,bleu2 add-one|rouge-score rougeL|bert-score no-idf,no-rescale"
 
-# warehouse column -> metric name of `annotate.benchmark`
+# warehouse column -> metric name of `annotate.benchmark_metrics`
 METRIC_COLUMNS = {
     "bleu1": BLEU1, "bleu2": BLEU2, "rouge_l": ROUGE_L,
     "bertscore_p": BERTSCORE_P, "bertscore_r": BERTSCORE_R, "bertscore_f1": BERTSCORE_F1,
@@ -328,7 +328,7 @@ def score_generations(items: pd.DataFrame, bert: BertScoreModel | None, run_id: 
     """Score generated items (`generated_items` rows) with their prefixes stripped.
 
     `items` and `results` are ready for `benchmark_items` and `benchmark_results`, each row
-    naming its BERTScore model; `leaderboard` keeps the metric names of `annotate.benchmark`
+    naming its BERTScore model; `leaderboard` keeps the metric names of `annotate.benchmark_metrics`
     for display.
     """
     items = items.reset_index(drop=True)

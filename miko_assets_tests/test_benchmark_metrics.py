@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from miko_assets.annotate.benchmark import (
+from miko_assets.annotate.benchmark_metrics import (
     BERTSCORE_F1,
     BERTSCORE_MODEL,
     BERTSCORE_P,

@@ -40,7 +40,6 @@ from miko_assets.stages.benchmark import (
     score_generations,
 )
 from miko_assets.stages.common import runner_completer
-from miko_assets.stages.human_annotations import DEFAULT_RELEASE_PATH
 from miko_assets.warehouse.warehouse import Warehouse
 
 GENERATORS = "smollm2-135m-one-call,smollm2-135m"
@@ -50,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=None, help="a seeded sample of this many posts (default: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--release", type=Path, default=DEFAULT_RELEASE_PATH)
+    parser.add_argument("--release", type=Path, required=True, help="MIKO's released train.json")
     parser.add_argument("--warehouse", type=Path, default=Path(tempfile.gettempdir()) / "miko_intention_protocols.duckdb")
     parser.add_argument("--generators", default=GENERATORS)
     parser.add_argument("--threads", type=int, default=None,

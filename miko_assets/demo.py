@@ -22,7 +22,11 @@ SUMMARY_TABLES = ("posts", "rejected_posts", "captions", "key_info", "intentions
 
 def run_demo(warehouse: Warehouse, sample_dir: Path, batch_size: int) -> int:
     """Ingest the sample, materialize every job for its batches, print a summary and one lineage card."""
+    # First: a bad configuration (environment, prompts, prices) stops the demo before it writes anything.
     from miko_assets.definitions import defs
+    from miko_assets.llm.runner import LLMRunner
+
+    LLMRunner.from_env(None)
 
     result = ingest_file(
         warehouse, "jsonl", sample_dir / "posts.jsonl", split=SAMPLE_SPLIT,

@@ -171,5 +171,6 @@ def test_lineage_of_unknown_or_hostile_ids_is_a_clear_error(tmp_path: Path) -> N
 def test_miko_lineage_command_reports_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from miko_assets.cli import main
 
+    Warehouse(tmp_path / "w.duckdb").ensure_schema()
     assert main(["--warehouse", str(tmp_path / "w.duckdb"), "lineage", "abc' --"]) == 2
     assert "no intention with id \"abc' --\"" in capsys.readouterr().err

@@ -9,7 +9,6 @@ Label Studio's full "JSON" export: a list of tasks, each with its `data` and its
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from miko_assets.annotate.models import (
 )
 from miko_assets.annotate.report import human_consensus
 from miko_assets.imaging.confine import confined_path
+from miko_assets.json_files import parse_json_file
 
 # Control tag names in the labelling configs; an export's results are keyed by them.
 FROM_NAMES: dict[Stage, str] = {"plausibility": "plausible", "typicality": "typicality"}
@@ -149,7 +149,7 @@ def import_export(
     else:
         raw, name = Path(source).read_bytes(), source_name or str(source)
     sha = hashlib.sha256(raw).hexdigest()
-    tasks = json.loads(raw)
+    tasks = parse_json_file(raw, name)
     if not isinstance(tasks, list) or not all(
         isinstance(t, dict) and "data" in t for t in tasks
     ):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from miko_assets.annotate.models import STAGES
 from miko_assets.commands.common import open_warehouse
-from miko_assets.stages.human_annotations import DEFAULT_RELEASE_PATH, ImportKind
+from miko_assets.stages.human_annotations import ImportKind
 
 LOCAL_FILES_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
@@ -32,7 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     labelstudio.set_defaults(run=_import, kind="labelstudio")
 
     release = actions.add_parser("import-miko-release", help="import MIKO's released accept labels (annotator miko-release)")
-    release.add_argument("path", type=Path, nargs="?", default=DEFAULT_RELEASE_PATH)
+    release.add_argument("path", type=Path, help="MIKO's released train.json")
     release.set_defaults(run=_import, kind="miko_release")
 
 
@@ -57,7 +57,7 @@ def _import(args: argparse.Namespace) -> int:
     from miko_assets.stages.human_annotations import import_file
 
     kind: ImportKind = args.kind
-    warehouse = open_warehouse(args)
+    warehouse = open_warehouse(args, create=True)
     outcome = import_file(warehouse, kind, args.path)
     with open_instance() as instance:
         record_import(instance, outcome, warehouse)

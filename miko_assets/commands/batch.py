@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
-from miko_assets.llm.provider_interface import ProviderError
 from miko_assets.stages.versions import GENERATION_STAGES
 
 if TYPE_CHECKING:
@@ -72,13 +71,7 @@ def _submit(args: argparse.Namespace) -> int:
         )
     warehouse = open_warehouse(args)
     requests = partition_requests(warehouse, asset, args.batch)
-    try:
-        submission = submit_batch(
-            warehouse, requests, stage=spec.stage, asset=asset, partition_key=args.batch
-        )
-    except ProviderError as exc:
-        print(f"miko batch submit: the provider refused the batch: {exc}", file=sys.stderr)
-        return 1
+    submission = submit_batch(warehouse, requests, stage=spec.stage, asset=asset, partition_key=args.batch)
     print(
         f"{asset} {args.batch}: {submission.requests} requests, {submission.cached} cached, "
         f"{submission.in_flight} already in a pending batch, {submission.submitted} submitted "

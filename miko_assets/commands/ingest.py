@@ -33,7 +33,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from miko_assets.assets.ingest import register_batches
     from miko_assets.instance import open_instance
 
-    warehouse = open_warehouse(args)
+    warehouse = open_warehouse(args, create=True)
     result = ingest_file(
         warehouse, args.format, args.path, split=args.split, images_dir=args.images,
         batch_size=args.batch_size, second_copy=args.second_copy,
@@ -49,4 +49,4 @@ def _ingest(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from miko_assets.demo import run_demo
 
-    return run_demo(open_warehouse(args), SAMPLE_DIR, SAMPLE_BATCH_SIZE)
+    return run_demo(open_warehouse(args, create=True), SAMPLE_DIR, SAMPLE_BATCH_SIZE)

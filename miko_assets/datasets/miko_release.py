@@ -17,7 +17,6 @@ file.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from miko_assets.datasets.common import image_fields, new_post, parse_flag, resolve_split
 from miko_assets.datasets.post import Post, make_post_id
+from miko_assets.json_files import parse_json_file
 
 DATASET = "miko_release"
 N_INTENTIONS = 10
@@ -72,7 +72,7 @@ def _intention_labels(labels: Any) -> list[int | None]:
 def read_release_records(path: Path, data: bytes | None = None) -> list[ReleaseRecord]:
     """Every record of a release file (or of `data`, its bytes), in file order, each with its
     post's source id."""
-    records = json.loads(Path(path).read_bytes() if data is None else data)
+    records = parse_json_file(Path(path).read_bytes() if data is None else data, str(path))
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of posts")
     texts_by_stem: dict[str, list[str]] = {}

@@ -16,7 +16,9 @@ import os
 import re
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from miko_assets.env_values import EnvValueError, env_number
 
 _LIMIT_VAR = re.compile(r"^MIKO_([A-Z0-9]+)_(CONCURRENCY|RPM|TPM|TIMEOUT_S)$")
 
@@ -78,16 +80,29 @@ class RunnerConfig(BaseModel):
         for name, value in env.items():
             match = _LIMIT_VAR.match(name)
             if match and match.group(1) != "LLM":
-                limits.setdefault(match.group(1).lower(), {})[match.group(2).lower()] = float(value)
-        fields: dict[str, object] = {
-            "limits": {p: ProviderLimits.model_validate(v) for p, v in limits.items()}
-        }
-        for field, var in (
-            ("concurrency", "MIKO_LLM_CONCURRENCY"),
-            ("timeout_s", "MIKO_LLM_TIMEOUT_S"),
-            ("max_attempts", "MIKO_LLM_MAX_ATTEMPTS"),
-            ("max_spend_usd", "MIKO_MAX_SPEND_USD"),
-        ):
-            if env.get(var):
-                fields[field] = env[var]
-        return cls.model_validate(fields)
+                limits.setdefault(match.group(1).lower(), {})[match.group(2).lower()] = env_number(env, name)
+        fields: dict[str, object] = {"limits": limits}
+        for field, (var, kind) in _RUNNER_VARS.items():
+            value = env_number(env, var, kind)
+            if value is not None:
+                fields[field] = value
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise EnvValueError("; ".join(_explain(error) for error in exc.errors())) from exc
+
+
+# RunnerConfig field -> (environment variable, number kind)
+_RUNNER_VARS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "concurrency": ("MIKO_LLM_CONCURRENCY", int),
+    "timeout_s": ("MIKO_LLM_TIMEOUT_S", float),
+    "max_attempts": ("MIKO_LLM_MAX_ATTEMPTS", int),
+    "max_spend_usd": ("MIKO_MAX_SPEND_USD", float),
+}
+
+
+def _explain(error: dict) -> str:
+    """The variable behind one validation error of `RunnerConfig.from_env`, and what is wrong."""
+    loc = [str(part) for part in error["loc"]]
+    var = f"MIKO_{loc[1].upper()}_{loc[2].upper()}" if loc[0] == "limits" else _RUNNER_VARS[loc[0]][0]
+    return f"{var}: {error['msg'].lower()}: change or unset it"

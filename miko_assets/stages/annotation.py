@@ -17,6 +17,7 @@ from miko_assets.annotate.report import AgreementReport
 from miko_assets.annotate.sampling import sample_for_annotation
 from miko_assets.clock import utc_now
 from miko_assets.imaging.confine import UnsafeImagePath
+from miko_assets.env_values import EnvValueError, env_number
 from miko_assets.stages.key_info import usable_captions
 from miko_assets.warehouse.schema import ANNOTATION_TASKS
 from miko_assets.warehouse.warehouse import Warehouse
@@ -44,12 +45,13 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.share <= 1:
-            raise ValueError(f"{SHARE_ENV} must be within [0, 1], got {self.share}")
+            raise EnvValueError(f"{SHARE_ENV} must be within [0, 1], got {self.share}: change or unset it")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SamplingConfig:
         """`MIKO_ANNOTATION_SHARE` and `MIKO_ANNOTATION_SEED`, else the defaults (empty counts as unset)."""
-        return cls(share=float(env.get(SHARE_ENV) or DEFAULT_SHARE), seed=int(env.get(SEED_ENV) or DEFAULT_SEED))
+        share, seed = env_number(env, SHARE_ENV), env_number(env, SEED_ENV, int)
+        return cls(share=DEFAULT_SHARE if share is None else share, seed=DEFAULT_SEED if seed is None else seed)
 
     @property
     def code_version(self) -> str:

@@ -62,9 +62,9 @@ from miko_assets.distill.intentions import (
 )
 from miko_assets.distill.prompts import PromptError, prompts_dir
 from miko_assets.distill.relations import RELATION_NAMES, RELATIONS_BY_NAME
+from miko_assets.env_values import env_number
 from miko_assets.llm.models import LLMResponse
 from miko_assets.stages.common import Completer, response_failure
-from miko_assets.stages.human_annotations import DEFAULT_RELEASE_PATH
 from miko_assets.stages.intentions import require_some_intention
 from miko_assets.warehouse.schema import BENCHMARK_ITEMS, BENCHMARK_RESULTS
 
@@ -189,7 +189,7 @@ class BenchmarkConfig:
     """The benchmark set (every release post with a reference, or a seeded sample of `posts`
     of them) and the generators."""
 
-    release_path: Path
+    release_path: Path | None  # MIKO's released train.json; no default (it ships with no package)
     posts: int | None
     generators: tuple[Generator, ...]
     seed: int = 0
@@ -197,12 +197,12 @@ class BenchmarkConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> BenchmarkConfig:
         spec = env.get(GENERATORS_ENV) or DEFAULT_PRESET
-        posts = env.get(POSTS_ENV)
+        posts = env_number(env, POSTS_ENV, int)
         return cls(
-            release_path=Path(env.get(RELEASE_ENV) or DEFAULT_RELEASE_PATH),
+            release_path=Path(env[RELEASE_ENV]) if env.get(RELEASE_ENV) else None,
             posts=int(posts) if posts else None,
             generators=parse_generators(spec, env),
-            seed=int(env.get(SEED_ENV) or 0),
+            seed=int(env_number(env, SEED_ENV, int) or 0),
         )
 
     @property
@@ -224,9 +224,11 @@ class BenchmarkPost:
     references: dict[str, tuple[str, ...]]
 
 
-def benchmark_posts(release_path: Path, limit: int | None = None, seed: int = 0) -> list[BenchmarkPost]:
+def benchmark_posts(release_path: Path | None, limit: int | None = None, seed: int = 0) -> list[BenchmarkPost]:
     """The distinct release posts (file order) with at least one accepted intention; with
     `limit`, a sample of that many drawn with `seed` (kept in file order)."""
+    if release_path is None:
+        raise ValueError(f"set {RELEASE_ENV} to MIKO's released train.json to run the benchmark")
     release = read_release(release_path)
     references = accepted_references(release)
     posts: list[BenchmarkPost] = []

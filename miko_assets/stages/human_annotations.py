@@ -25,8 +25,6 @@ from miko_assets.warehouse.warehouse import Warehouse
 
 ImportKind = Literal["labelstudio", "miko_release"]
 IMPORT_KINDS: tuple[ImportKind, ...] = ("labelstudio", "miko_release")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_RELEASE_PATH = REPO_ROOT.parent / "shared" / "data" / "miko_release" / "train.json"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
 from miko_assets.llm.provider_interface import Provider
 from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
+from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
@@ -43,6 +44,11 @@ def server() -> Iterator[tuple[FakeLLMServer, str]]:
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
     return Warehouse(tmp_path / "w.duckdb")
+
+
+def lake_warehouse(folder: Path, name: str = "lake") -> Warehouse:
+    """A DuckLake warehouse in `folder`: a SQLite catalog and a local data path."""
+    return Warehouse(parse_location(f"ducklake:sqlite:{folder / f'{name}.sqlite'}", str(folder / f"{name}_data")))
 
 
 def provider_env(url: str) -> dict[str, str]:

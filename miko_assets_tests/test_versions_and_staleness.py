@@ -18,11 +18,15 @@ from miko_assets.stages.configuration import (
     active_configuration, config_record, record_code_location, record_configs,
 )
 from miko_assets.stages.intentions import intention_rows
+from miko_assets.stages.knowledge_base import (
+    export_knowledge_base, intention_quality, overall_statistics, relation_statistics,
+)
 from miko_assets.stages.staleness import backfill_plan, stale_backfill_plan, stale_report
 from miko_assets.stages.versions import current_stage_specs
 from miko_assets.warehouse.lineage import UnknownIntention, diff_markdown, intention_card, intention_diff
 from miko_assets.warehouse.schema import INTENTIONS, SCHEMA
 from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.conftest import lake_warehouse
 
 BATCH = "b-0000"
 COOLER = {"MIKO_INTENTIONS_TEMPERATURE": "0.1"}
@@ -58,8 +62,14 @@ def _materialize(wh: Warehouse, env: dict[str, str], run_id: str, tag: str) -> p
     return rows
 
 
-def test_every_version_has_its_own_id_and_a_card_saying_what_replaced_it(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "w.duckdb")
+@pytest.fixture(params=["file", "lake"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """The same checks on the DuckDB file and on a DuckLake (SQLite catalog)."""
+    return Warehouse(tmp_path / "w.duckdb") if request.param == "file" else lake_warehouse(tmp_path)
+
+
+def test_every_version_has_its_own_id_and_a_card_saying_what_replaced_it(backend: Warehouse) -> None:
+    wh = backend
     old = _materialize(wh, {}, "run-1", "warm")
     assert all(v.startswith(f"{i}.") for i, v in zip(old["intention_id"], old["version_id"]))
     assert old["version_id"].is_unique
@@ -125,8 +135,8 @@ def test_rows_from_before_version_ids_get_one_when_the_column_is_added(tmp_path:
     assert version.startswith("abc.old") and intention_card(wh, version)["version_id"] == version
 
 
-def test_stale_partitions_say_what_changed_in_words(tmp_path: Path) -> None:
-    wh = Warehouse(tmp_path / "w.duckdb")
+def test_stale_partitions_say_what_changed_in_words(backend: Warehouse) -> None:
+    wh = backend
     _materialize(wh, {}, "run-1", "warm")
     current = config_record(current_stage_specs(COOLER)["intentions"], COOLER)
     [partition] = stale_report(wh, current)
@@ -278,3 +288,24 @@ def test_cards_show_image_paths_relative_to_the_image_folder_given_at_ingest(tmp
     card = intention_card(wh, "i1")
     assert (card["post"]["image_path"], card["post"]["images_dir"]) == ("a/cup.jpg", str(folder))
     assert f"- image: a/cup.jpg in {folder}" in card_markdown(card)
+
+
+def test_knowledge_base_statistics_and_export_are_the_same_on_a_lake_and_on_the_file(tmp_path: Path) -> None:
+    made = {}
+    for name, wh in (("file", Warehouse(tmp_path / "w.duckdb")), ("lake", lake_warehouse(tmp_path))):
+        posts = _posts()[0].assign(dataset="t", split="test")
+        wh.replace_partition("posts", BATCH, posts, replaced_by_run="run-0")
+        _materialize(wh, {}, "run-1", "warm")
+        _materialize(wh, COOLER, "run-2", "cool")
+        paths = export_knowledge_base(wh, tmp_path / f"export-{name}")
+        made[name] = {
+            "relations": relation_statistics(wh).to_dict("records"),
+            "overall": overall_statistics(wh),
+            "quality": intention_quality(wh).to_dict("records"),
+            "stale": stale_report(wh, config_record(current_stage_specs({})["intentions"], {})),
+            **{kind: paths[kind].read_text() for kind in ("tsv", "card")},
+            "jsonl": sorted(json.loads(line)["tail"] for line in paths["jsonl"].read_text().splitlines()),
+        }
+    assert made["file"]["overall"]["intentions"] == 10 and made["file"]["jsonl"][0].startswith("cool thing")
+    assert [p.why for p in made["file"]["stale"]] == [("temperature 0.1 → 0.3",)]
+    assert made["lake"] == made["file"]

@@ -28,12 +28,9 @@ from miko_assets.stages.configuration import (
 from miko_assets.warehouse import warehouse as warehouse_module
 from miko_assets.warehouse.location import WarehouseConfigError, parse_location, redact
 from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.conftest import lake_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _lake(tmp_path: Path, name: str = "lake") -> Warehouse:
-    return Warehouse(parse_location(f"ducklake:sqlite:{tmp_path / f'{name}.sqlite'}", str(tmp_path / f"{name}_data")))
 
 
 def _rejected(batch: str, n: int, reason: str = "r") -> pd.DataFrame:
@@ -51,7 +48,7 @@ def _call(call_id: str, status: str, text: str | None = None) -> CallRecord:
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     """One lake for the module (attaching costs about a second); each test uses its own keys."""
-    yield _lake(tmp_path_factory.mktemp("lake"))
+    yield lake_warehouse(tmp_path_factory.mktemp("lake"))
 
 
 def test_partition_replace_keeps_history_on_a_lake(lake: Warehouse) -> None:
@@ -184,14 +181,14 @@ def test_unwritable_data_path_is_refused_before_any_work(tmp_path: Path) -> None
 def test_missing_extension_package_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "duckdb_extension_ducklake", None)  # as if not installed
     with pytest.raises(WarehouseConfigError, match=r"extension 'ducklake' is missing: pip install 'duckdb-extension-ducklake==1\.5\.5'"):
-        _lake(tmp_path, "fresh").ensure_schema()
+        lake_warehouse(tmp_path, "fresh").ensure_schema()
 
 
 def test_a_catalog_from_a_newer_miko_is_refused(tmp_path: Path) -> None:
-    _lake(tmp_path).execute("UPDATE warehouse_info SET value = '99' WHERE key = 'schema_version'")
+    lake_warehouse(tmp_path).execute("UPDATE warehouse_info SET value = '99' WHERE key = 'schema_version'")
     warehouse_module._READY_LAKES.clear()
     with pytest.raises(WarehouseConfigError, match=r"^MIKO_WAREHOUSE: ducklake:sqlite:.* was made by miko .*schema 99.*knows schema 1"):
-        _lake(tmp_path).ensure_schema()
+        lake_warehouse(tmp_path).ensure_schema()
 
 
 def test_passwords_never_show(tmp_path: Path) -> None:

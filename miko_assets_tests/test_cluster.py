@@ -18,9 +18,11 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import celery
 import pytest
+import yaml
 
 from miko_assets.devtools.answer_server import (
     AnswerServer,
@@ -184,3 +186,15 @@ def test_a_worker_killed_mid_run_is_detected_and_its_run_retried(rig: Rig) -> No
     assert sorted(r["status"] for r in runs) == ["FAILURE"] + ["SUCCESS"] * 6
     assert rig.warehouse.rows("SELECT count(*) FROM posts") == [(48 + 96,)]
     _assert_lake_is_whole(rig, runs, at_kill)
+
+
+def test_the_cluster_keeps_the_single_host_run_limits() -> None:
+    """Runs, pools, per-partition limits and retries are the same on several hosts as in the
+    repository's dagster.yaml: only storage, the coordinator and the launcher differ."""
+    repo = Path(__file__).resolve().parents[1]
+    single, cluster = (
+        yaml.safe_load((repo / path).read_text()) for path in ("dagster.yaml", "deploy/cluster/dagster.yaml")
+    )
+    assert cluster["concurrency"] == single["concurrency"]
+    assert cluster["run_retries"] == single["run_retries"]
+    assert cluster["run_coordinator"]["class"] == "QueuedRunCoordinator"

@@ -5,6 +5,7 @@ through the LLM layer and replaces its partition atomically; replaced rows go to
 """
 
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -94,6 +95,12 @@ def prompt_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
         metadata={"templates": len(prompts), "new_templates": added,
                   "versions": sorted(f"{p.name} {p.version} {p.sha[:12]}" for p in prompts)}
     )
+
+
+def generation_assets_for(env: Mapping[str, str]) -> list[dg.AssetsDefinition]:
+    """The generation assets under the stage configuration `env` gives now (a command that
+    materializes in its own process builds them so, not from what was imported earlier)."""
+    return [_generation_asset(spec, config_record(spec, env)) for spec in current_stage_specs(env).values()]
 
 
 STAGE_SPECS = current_stage_specs()

@@ -156,15 +156,18 @@ def batch_backfill(plan: dict[str, list[str]], warehouse: Warehouse, poll_s: flo
 def _in_process_materializer(warehouse: Warehouse) -> Materialize:
     """Materialize an asset's partitions one by one in this process, in the instance `dagster
     dev` shows, against `warehouse`."""
+    import os
+
     import dagster as dg
 
-    from miko_assets.assets.distill import generation_assets
+    from miko_assets.assets.distill import generation_assets_for
     from miko_assets.assets.ingest import register_batches
     from miko_assets.instance import open_instance
     from miko_assets.resources import WarehouseResource, llm_resource_from_env
     from miko_assets.stages.batch_backfill import MaterializationFailed
 
-    assets = {a.key.to_user_string(): a for a in generation_assets}
+    # The configuration the batches were submitted under, whatever this process imported before.
+    assets = {a.key.to_user_string(): a for a in generation_assets_for(os.environ)}
     resources = {"warehouse": WarehouseResource(path=str(warehouse.path)), "llm": llm_resource_from_env()}
 
     def materialize(asset: str, partitions: Sequence[str]) -> None:

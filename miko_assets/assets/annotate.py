@@ -115,7 +115,7 @@ def llm_annotations_asset(judges: JudgeSpec) -> dg.AssetsDefinition:
         rows = judge_tasks(
             tasks,
             {s: StageRun.start(judges.configs[s], run_id, judges.code_version) for s in STAGES},
-            {s: runner_completer(runner, run_id, JUDGE_STAGES[s], summaries[s]) for s in STAGES},
+            {s: runner_completer(runner, run_id, JUDGE_STAGES[s], summaries[s], context.log) for s in STAGES},
         )
         wh.replace_partition(
             "llm_annotations", batch, rows, replaced_by_run=run_id, unchanged_key=("intention_id", "stage", "llm_call_id")
@@ -226,7 +226,8 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
         posts = benchmark_posts(config.release_path, config.posts, config.seed)
         register_prompts(wh, [g.config.prompt() for g in config.generators])
         summaries: list[RunSummary] = []
-        items = generate(config.generators, posts, runner_completer(llm.runner(wh), run_id, "benchmark", summaries))
+        complete = runner_completer(llm.runner(wh), run_id, "benchmark", summaries, context.log)
+        items = generate(config.generators, posts, complete)
         scores = score_generations(items, default_bertscore(), run_id)
         wh.append("benchmark_items", scores.items)
         wh.append("benchmark_results", scores.results)

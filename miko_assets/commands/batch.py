@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
+from miko_assets.commands.progress import progress
 from miko_assets.stages.versions import GENERATION_STAGES
 
 if TYPE_CHECKING:
@@ -85,7 +86,14 @@ def _submit(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from miko_assets.llm.batch import collect_batches
 
-    summary = collect_batches(open_warehouse(args))
+    warehouse = open_warehouse(args)
+    with progress("collect", None, "batches") as shown:
+
+        def collected(batch_id: str, batches: int) -> None:
+            shown.expect(batches)
+            shown.advance(detail=batch_id)
+
+        summary = collect_batches(warehouse, on_batch=collected)
     print(summary.describe())
     for batch in summary.collected:
         target = f" for {batch.asset} {batch.partition_key}" if batch.partition_key else ""

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from miko_assets.commands.common import open_warehouse
+from miko_assets.commands.progress import progress
 from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
@@ -34,10 +35,11 @@ def _ingest(args: argparse.Namespace) -> int:
     from miko_assets.instance import open_instance
 
     warehouse = open_warehouse(args, create=True)
-    result = ingest_file(
-        warehouse, args.format, args.path, split=args.split, images_dir=args.images,
-        batch_size=args.batch_size, second_copy=args.second_copy,
-    )
+    with progress(f"ingest {args.path.name}", None, "posts read") as shown:
+        result = ingest_file(
+            warehouse, args.format, args.path, split=args.split, images_dir=args.images,
+            batch_size=args.batch_size, second_copy=args.second_copy, on_post=shown.advance,
+        )
     with open_instance() as instance:
         register_batches(instance, warehouse)
     for line in ingest_report(result):

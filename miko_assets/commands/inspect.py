@@ -8,6 +8,10 @@ import json
 from pathlib import Path
 
 from miko_assets.commands.common import open_warehouse
+from miko_assets.commands.progress import progress
+
+# Parquet, JSONL, ATOMIC TSV and the data card.
+EXPORT_FILES = 4
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -87,7 +91,10 @@ def _lineage(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from miko_assets.stages.knowledge_base import export_knowledge_base
 
-    for kind, path in export_knowledge_base(open_warehouse(args), args.out).items():
+    warehouse = open_warehouse(args)
+    with progress(f"export to {args.out}", EXPORT_FILES, "files") as shown:
+        paths = export_knowledge_base(warehouse, args.out, on_written=lambda kind, _: shown.advance(detail=kind))
+    for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
 
@@ -108,12 +115,12 @@ def _retry_failed(args: argparse.Namespace) -> int:
     order = ["captions", "key_info", "intentions"]
     batches = sorted({b for per_asset in failed.values() for b in per_asset})
     ok = True
-    with open_instance() as instance:
+    with open_instance() as instance, progress("retry-failed", len(batches), "partitions") as shown:
         for batch in batches:
             first = min(order.index(a) for a, per_asset in failed.items() if batch in per_asset)
             assets = order[first:]
-            print(f"{batch}: {', '.join(f'{failed[a][batch]} failed {a}' for a in order if batch in failed.get(a, {}))}"
-                  f" -> materializing {', '.join(assets)}")
+            shown.note(f"{batch}: {', '.join(f'{failed[a][batch]} failed {a}' for a in order if batch in failed.get(a, {}))}"
+                       f" -> materializing {', '.join(assets)}")
             if args.dry_run:
                 continue
             job = defs.resolve_job_def("distill_job")
@@ -122,7 +129,8 @@ def _retry_failed(args: argparse.Namespace) -> int:
                 asset_selection=[dg.AssetKey(a) for a in assets],
             )
             ok &= outcome.success
-            print(f"  run {outcome.run_id}: {'ok' if outcome.success else 'FAILED'}")
+            shown.note(f"  run {outcome.run_id}: {'ok' if outcome.success else 'FAILED'}")
+            shown.advance(detail=batch)
     remaining = failed_partitions(warehouse)
     print(f"failed rows left: {sum(sum(v.values()) for v in remaining.values())}")
     return 0 if ok else 1

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -166,8 +166,10 @@ def ingest_file(
     images_dir: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     second_copy: bool = False,
+    on_post: Callable[[], None] | None = None,
 ) -> IngestResult:
-    """Load a dataset file with the loader for `format_name` and ingest its posts.
+    """Load a dataset file with the loader for `format_name` and ingest its posts; `on_post()`
+    follows each post read (for a progress display).
 
     Raises `IngestRefused`, adding nothing, for an empty file, a file the format reads no
     rows from, or one in which no row has usable text (the wrong format, no text field).
@@ -179,7 +181,8 @@ def ingest_file(
     if not path.read_bytes().strip():
         raise IngestRefused(f"{path} is empty: nothing to ingest")
     try:
-        posts = list(load_posts(format_name, path, split=split, images_dir=images))
+        read = load_posts(format_name, path, split=split, images_dir=images)
+        posts = list(_counted(read, on_post) if on_post else read)
     except (ValueError, UnicodeError) as exc:
         if format_name not in LOADERS:
             raise
@@ -216,6 +219,12 @@ def ingest_report(result: IngestResult) -> list[str]:
             f"in rejected_posts when their partition's posts are materialized: {reasons}"
         )
     return lines
+
+
+def _counted(posts: Iterable[Post], on_post: Callable[[], None]) -> Iterator[Post]:
+    for post in posts:
+        on_post()
+        yield post
 
 
 def known_batches(warehouse: Warehouse) -> list[str]:

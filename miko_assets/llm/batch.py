@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import pyarrow as pa
@@ -223,8 +223,12 @@ def collect_batches(
     env: Mapping[str, str] = os.environ,
     *,
     prices: PriceTable | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
 ) -> CollectSummary:
-    """Poll every pending batch once; store the answers of those that ended in `llm_calls`."""
+    """Poll every pending batch once; store the answers of those that ended in `llm_calls`.
+
+    `on_batch(batch_id, batches)` precedes the storing of each polled batch (for a progress display).
+    """
     pending = list_batches(warehouse, pending_only=True)
     summary = CollectSummary(checked=len(pending))
     if not pending:
@@ -233,6 +237,8 @@ def collect_batches(
     book = PriceBook(prices or PriceTable.load(env=env))
     reasons: Counter[str] = Counter()
     for batch in pending:
+        if on_batch:
+            on_batch(batch.batch_id, len(pending))
         outcome = fetched[batch.batch_id]
         now = utc_now()
         if isinstance(outcome, ProviderError | ProviderConfigError):

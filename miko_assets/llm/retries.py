@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from miko_assets.llm.config import RunnerConfig
@@ -40,9 +41,11 @@ async def send_with_retries(
     tokens: int,
     config: RunnerConfig,
     key: str,
+    warn: Callable[[str], None] = log.info,
 ) -> Sent:
     """Send `request` (about `tokens` tokens, prompt and answer) until it is answered or an
-    error may not be retried; never raises for a failed call. `key` names the call in logs."""
+    error may not be retried; never raises for a failed call. `key` names the call in the
+    lines `warn` is told (each retry and rate-limit pause)."""
     timeout_s = config.timeout_for(request.provider)
     attempts = 0
     started = time.perf_counter()
@@ -66,7 +69,8 @@ async def send_with_retries(
             return Sent(None, attempts, latency_ms, error.kind, f"{error.message}{reason}")
         if error.retry_after_s is not None:
             limiter.pause(delay)
-        log.info("call %s: %s; retry %d in %.2fs", key[:12], error, attempts, delay)
+            warn(f"{request.provider} asked to wait (Retry-After): its calls pause {delay:.1f}s")
+        warn(f"call {key[:12]}: {error}; retry {attempts} in {delay:.2f}s")
         await asyncio.sleep(delay)
 
 

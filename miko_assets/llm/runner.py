@@ -29,6 +29,7 @@ from miko_assets.llm.costs import (
 )
 from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
+from miko_assets.llm.progress import BatchProgress
 from miko_assets.llm.provider_interface import Provider, redact
 from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.ratelimit import RateLimiter
@@ -98,10 +99,13 @@ class LLMRunner:
         *,
         dagster_run_id: str | None = None,
         stage: str | None = None,
+        progress: BatchProgress | None = None,
     ) -> BatchResult:
         """Synchronous `arun` on a fresh event loop (also from a thread that has a running loop)."""
         return run_sync(
-            lambda: self.arun(requests, validator, dagster_run_id=dagster_run_id, stage=stage)
+            lambda: self.arun(
+                requests, validator, dagster_run_id=dagster_run_id, stage=stage, progress=progress
+            )
         )
 
     async def arun(
@@ -111,13 +115,15 @@ class LLMRunner:
         *,
         dagster_run_id: str | None = None,
         stage: str | None = None,
+        progress: BatchProgress | None = None,
     ) -> BatchResult:
         """One response per request, in order. Identical requests are called once.
 
         With a `validator` (or a request `output_schema`) answers are parsed into
-        `LLMResponse.parsed` and an invalid one gets one repair call.
+        `LLMResponse.parsed` and an invalid one gets one repair call. A `progress` hears how
+        far the batch has got, and of its retries, rate-limit pauses and repairs.
         """
-        batch = _Batch(self, validator, dagster_run_id, stage)
+        batch = _Batch(self, validator, dagster_run_id, stage, progress)
         return await batch.run(requests)
 
 
@@ -138,8 +144,10 @@ class _Batch:
         validator: Validator | None,
         dagster_run_id: str | None,
         stage: str | None,
+        progress: BatchProgress | None = None,
     ) -> None:
         self.runner = runner
+        self.progress = progress
         self.config = runner.config
         self.cache = runner.cache
         self.validator = validator
@@ -185,6 +193,8 @@ class _Batch:
             else:
                 pending.append(item)
 
+        if self.progress is not None:
+            self.progress.start(len(items), self.tally.cache_hits)
         if pending:
             await self._call_pending(pending, results)
         responses = [results[k] for k in keys]
@@ -229,11 +239,20 @@ class _Batch:
         async def worker() -> None:
             for item in queue:
                 results[item.key] = await self._resolve_safely(item)
+                if self.progress is not None:
+                    self.progress.call_done(failed=results[item.key].status != "ok")
 
         workers = min(self.config.concurrency_for(provider), len(group))
         await asyncio.gather(*(worker() for _ in range(workers)))
 
     # -- one request ----------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        """A retry, a pause or a repair: a warning in the run's log, else a Python log line."""
+        if self.progress is not None:
+            self.progress.warning(message)
+        else:
+            log.info(message)
 
     async def _resolve_safely(self, item: _Item) -> LLMResponse:
         try:
@@ -268,6 +287,7 @@ class _Batch:
             return response_for(first)
 
         self.tally.repairs += 1
+        self._warn(f"call {item.key[:12]}: the answer failed validation ({problem}); one repair call")
         text = first.record.response_text or ""
         second = await self._cached_or_call(repair_request(item.request, text, problem))
         parsed, second_problem = (
@@ -336,6 +356,7 @@ class _Batch:
                 prompt_tokens + request.params.max_tokens,
                 self.config,
                 key,
+                self._warn,
             )
             self.tally.attempts += sent.attempts
             if sent.reply is None:

@@ -14,6 +14,7 @@ from miko_assets.clock import utc_now
 from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
+from miko_assets.llm.progress import BatchProgress
 from miko_assets.llm.runner import LLMRunner, RunSummary
 
 Validator = Callable[[str], Any]
@@ -25,11 +26,23 @@ class Completer(Protocol):
     def __call__(self, requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]: ...
 
 
-def runner_completer(runner: LLMRunner, run_id: str | None, stage: str, summaries: list[RunSummary]) -> Completer:
-    """A completer that runs each batch through `runner` under `stage`, keeping each batch's summary."""
+class RunLog(Protocol):
+    """Where a stage tells its progress: a Dagster run's `context.log`, or any logger."""
+
+    def info(self, msg: str) -> None: ...
+
+    def warning(self, msg: str) -> None: ...
+
+
+def runner_completer(
+    runner: LLMRunner, run_id: str | None, stage: str, summaries: list[RunSummary], log: RunLog | None = None
+) -> Completer:
+    """A completer that runs each batch through `runner` under `stage`, keeping each batch's summary
+    and, with a `log`, telling each batch's progress, retries and repairs there."""
 
     def complete(requests: Sequence[LLMRequest], validate: Validator | None = None) -> list[LLMResponse]:
-        result = runner.run(requests, validate, dagster_run_id=run_id, stage=stage)
+        progress = BatchProgress(stage, log.info, log.warning) if log is not None else None
+        result = runner.run(requests, validate, dagster_run_id=run_id, stage=stage, progress=progress)
         summaries.append(result.summary)
         return result.responses
 

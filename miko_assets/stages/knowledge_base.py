@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -133,8 +133,11 @@ def plot_statistics(stats: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def export_knowledge_base(warehouse: Warehouse, out_dir: Path) -> dict[str, Path]:
-    """Write the KB as Parquet, JSONL and ATOMIC-style TSV (head, relation, tail) plus a data card.
+def export_knowledge_base(
+    warehouse: Warehouse, out_dir: Path, on_written: Callable[[str, int], None] | None = None
+) -> dict[str, Path]:
+    """Write the KB as Parquet, JSONL and ATOMIC-style TSV (head, relation, tail) plus a data card;
+    `on_written(kind, files)` follows each file (for a progress display).
 
     DuckDB writes the files, so the rows never pass through pandas (only the generator columns
     do, for the data card): at the paper's scale about 8 s and 2.4 GB of memory, against about
@@ -151,8 +154,12 @@ def export_knowledge_base(warehouse: Warehouse, out_dir: Path) -> dict[str, Path
     with warehouse.connect() as con:
         for kind, sql in _EXPORT_SQL.items():  # the Parquet first: the others read it
             con.execute(sql, {"parquet": str(paths["parquet"]), kind: str(paths[kind])})
+            if on_written:
+                on_written(kind, len(paths))
         generators = con.execute(_GENERATOR_COLUMNS_SQL, [str(paths["parquet"])]).df()
     paths["card"].write_text(data_card(overall_statistics(warehouse), relation_statistics(warehouse), generators))
+    if on_written:
+        on_written("card", len(paths))
     return paths
 
 

@@ -16,9 +16,9 @@ from miko_assets.llm.costs import (
     BudgetGuard,
     ModelPrice,
     PriceTable,
+    call_estimate,
     estimate_cost,
     prompt_tokens_estimate,
-    reservation_usd,
 )
 from miko_assets.llm.image_billing import image_tokens, worst_case_size
 from miko_assets.llm.models import ImageDetail, ImageInput, Message
@@ -139,7 +139,7 @@ def test_the_estimate_prices_encoded_images_by_the_billing_rule(tmp_path: Path) 
             estimate = estimate_cost([call], table)
             assert estimate.prompt_tokens == prompt_tokens_estimate(call.model_copy(
                 update={"messages": (Message(role="user", content="describe"),)})) + billed
-            assert estimate.max_cost_usd == pytest.approx(reservation_usd(call, price))
+            assert estimate.max_cost_usd == pytest.approx(call_estimate(call, price)[1])
 
 
 def test_the_worst_case_image_is_not_always_square() -> None:

@@ -10,8 +10,10 @@ import time
 import pytest
 
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
+from miko_assets.llm import retries
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
-from miko_assets.llm.models import ImageInput, Message
+from miko_assets.llm.models import ImageInput, LLMRequest, Message
+from miko_assets.llm.provider_interface import ProviderReply
 from miko_assets.llm.validation import json_candidate, validate_answer
 from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.conftest import Answer, make_provider, make_runner, request
@@ -300,3 +302,28 @@ def test_timeouts_per_provider_with_a_long_default_for_the_embedded_model() -> N
     assert (defaults.timeout_for("local"), defaults.timeout_for("openai")) == (600.0, 60.0)
     tuned = RunnerConfig.from_env({"MIKO_LOCAL_TIMEOUT_S": "30", "MIKO_LLM_TIMEOUT_S": "20", "MIKO_LOCAL_CONCURRENCY": "2"})
     assert (tuned.timeout_for("local"), tuned.timeout_for("openai"), tuned.concurrency_for("local")) == (30.0, 20.0, 2)
+
+
+def test_a_provider_that_ignores_its_timeout_is_cut_off_by_the_runner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Providers that do not declare `enforces_timeout` get the runner's timer; the aiohttp
+    transport, which bounds each request itself, does not (its timeouts are in FAULTS)."""
+
+    class Hanging:
+        name = "openai"
+
+        async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
+            await asyncio.sleep(60)
+            raise AssertionError("never answered")
+
+        async def aclose(self) -> None:
+            pass
+
+    monkeypatch.setattr(retries, "TIMEOUT_GRACE_S", 0.1)
+    started = time.perf_counter()
+    response = make_runner(Hanging(), None, max_attempts=2).run([request("openai", "q")]).responses[0]
+    assert (response.status, response.error_kind, response.attempts) == ("failed", "timeout", 2)
+    assert time.perf_counter() - started < 5
+    assert make_provider("openai", "http://127.0.0.1:1").enforces_timeout
+    assert not make_provider("openai-sdk", "http://127.0.0.1:1").enforces_timeout

@@ -38,6 +38,7 @@ class ProviderLimits(BaseModel):
 # spend their timeouts waiting). Its generation is deterministic work on the CPU, so a short
 # timeout only makes retries repeat the same work.
 DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=1, timeout_s=600.0)}
+_NO_LIMITS = ProviderLimits()
 
 
 class RunnerConfig(BaseModel):
@@ -62,7 +63,7 @@ class RunnerConfig(BaseModel):
     flush_interval_s: float = Field(default=1.0, gt=0)
 
     def limits_for(self, provider: str) -> ProviderLimits:
-        return self.limits.get(provider) or DEFAULT_LIMITS.get(provider) or ProviderLimits()
+        return self.limits.get(provider) or DEFAULT_LIMITS.get(provider) or _NO_LIMITS
 
     def concurrency_for(self, provider: str) -> int:
         return self.limits_for(provider).concurrency or self.concurrency

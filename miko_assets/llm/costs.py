@@ -113,10 +113,12 @@ def prompt_tokens_estimate(request: LLMRequest, price: ModelPrice | None = None)
     )
 
 
-def reservation_usd(request: LLMRequest, price: ModelPrice) -> float:
-    """What a call may cost at most, reserved against a budget before it is sent: its
-    estimated prompt (images by the model's billing rule) and an answer of max_tokens."""
-    return price.cost(prompt_tokens_estimate(request, price), request.params.max_tokens)
+def call_estimate(request: LLMRequest, price: ModelPrice) -> tuple[int, float]:
+    """(estimated prompt tokens, the most the call may cost): what a call reserves against a
+    budget before it is sent, its prompt (images by the model's billing rule) and an answer of
+    max_tokens."""
+    prompt = prompt_tokens_estimate(request, price)
+    return prompt, price.cost(prompt, request.params.max_tokens)
 
 
 class CostEstimate(BaseModel):
@@ -142,7 +144,7 @@ def estimate_cost(requests: Iterable[LLMRequest], prices: PriceTable) -> CostEst
         if price is None:
             unpriced.add(f"{request.provider}/{request.model}")
         else:
-            estimate.max_cost_usd += reservation_usd(request, price)
+            estimate.max_cost_usd += price.cost(prompt, request.params.max_tokens)
     estimate.unpriced_models = sorted(unpriced)
     return estimate
 

@@ -152,6 +152,12 @@ class OpenAIProvider:
             self._headers["Authorization"] = f"Bearer {self._secret}"
 
     @property
+    def enforces_timeout(self) -> bool:
+        """The aiohttp transport bounds each request's total time; the SDK's httpx timeout
+        bounds each read, not the whole answer."""
+        return self.settings.transport == "aiohttp"
+
+    @property
     def json_mode(self) -> str:
         """The structured-output mode in use (`json_object` once a server refused `json_schema`)."""
         return self._json_mode

@@ -63,7 +63,12 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    """A way of running an `LLMRequest`. Implementations must never log or return API keys."""
+    """A way of running an `LLMRequest`. Implementations must never log or return API keys.
+
+    A provider whose `send` raises a `timeout` error once `timeout_s` has passed, whatever the
+    server does, may say so with `enforces_timeout = True`: the runner then sets no timer of
+    its own around each attempt (one timer per attempt is cheaper at high concurrency).
+    """
 
     name: str
 

@@ -18,7 +18,8 @@ from miko_assets.llm.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 # Headroom over the per-attempt timeout before the runner itself gives up on a provider that
-# does not honour it (providers enforce `timeout_s` themselves).
+# does not honour it (providers enforce `timeout_s` themselves; those that declare
+# `enforces_timeout` get no timer from the runner).
 TIMEOUT_GRACE_S = 5.0
 
 
@@ -47,6 +48,7 @@ async def send_with_retries(
     error may not be retried; never raises for a failed call. `key` names the call in the
     lines `warn` is told (each retry and rate-limit pause)."""
     timeout_s = config.timeout_for(request.provider)
+    guarded = not getattr(provider, "enforces_timeout", False)
     attempts = 0
     started = time.perf_counter()
     while True:
@@ -54,7 +56,10 @@ async def send_with_retries(
         await limiter.acquire(tokens)
         sent = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s + TIMEOUT_GRACE_S):
+            if guarded:
+                async with asyncio.timeout(timeout_s + TIMEOUT_GRACE_S):
+                    reply = await provider.send(request, timeout_s)
+            else:
                 reply = await provider.send(request, timeout_s)
             return Sent(reply, attempts, (time.perf_counter() - sent) * 1000)
         except ProviderError as exc:

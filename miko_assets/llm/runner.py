@@ -19,14 +19,7 @@ from dataclasses import dataclass
 from miko_assets.llm.cache import CallRecord, CallWriter, LLMCallCache
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.continuation import ContinuationError, check_continuation
-from miko_assets.llm.costs import (
-    BudgetGuard,
-    PriceBook,
-    PriceTable,
-    estimate_cost,
-    prompt_tokens_estimate,
-    reservation_usd,
-)
+from miko_assets.llm.costs import BudgetGuard, PriceBook, PriceTable, call_estimate
 from miko_assets.llm.event_loop import run_sync
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
 from miko_assets.llm.progress import BatchProgress
@@ -133,6 +126,8 @@ class _Item:
     key: str
     request_json: str
     hit: CallRecord | None = None
+    # (estimated prompt tokens, the most the call may cost), once it is known to be called.
+    estimate: tuple[int, float] | None = None
 
 
 class _Batch:
@@ -203,9 +198,13 @@ class _Batch:
         )
 
     async def _call_pending(self, pending: list[_Item], results: dict[str, LLMResponse]) -> None:
-        uncached = [i.request for i in pending if i.hit is None]
-        estimate = estimate_cost(uncached, self.runner.prices)
-        self.tally.estimated_max_cost_usd = estimate.max_cost_usd
+        for item in pending:
+            if item.hit is None:
+                request = item.request
+                item.estimate = call_estimate(
+                    request, self.prices.price(request.provider, request.model)
+                )
+                self.tally.estimated_max_cost_usd += item.estimate[1]
         if self.config.max_spend_usd is not None and self.cache is not None and self.dagster_run_id:
             spent = await asyncio.to_thread(self.cache.spent_usd, self.dagster_run_id)
             self.budget = BudgetGuard(self.config.max_spend_usd, spent)
@@ -271,7 +270,7 @@ class _Batch:
         if item.hit is not None:
             first = Outcome(item.hit, None, from_cache=True)
         else:
-            first = await self._call(item.request, item.key, item.request_json)
+            first = await self._call(item.request, item.key, item.request_json, item.estimate)
         if first.kind is not None:
             self._store(first)
             return response_for(first)
@@ -335,11 +334,17 @@ class _Batch:
                 return Outcome(hit, None, from_cache=True)
         return await self._call(request, key, request_json)
 
-    async def _call(self, request: LLMRequest, key: str, request_json: str) -> Outcome:
-        """One call with pacing, retries and budget; a failure comes back as a failed outcome."""
+    async def _call(
+        self,
+        request: LLMRequest,
+        key: str,
+        request_json: str,
+        estimate: tuple[int, float] | None = None,
+    ) -> Outcome:
+        """One call with pacing, retries and budget; a failure comes back as a failed outcome.
+        `estimate`: the request's `call_estimate`, when already made."""
         price = self.prices.price(request.provider, request.model)
-        prompt_tokens = prompt_tokens_estimate(request, price)
-        reserved = reservation_usd(request, price)
+        prompt_tokens, reserved = estimate or call_estimate(request, price)
         if not await self.budget.reserve(reserved):
             message = (
                 f"the call may cost up to ${reserved:.4f}; the run has spent "

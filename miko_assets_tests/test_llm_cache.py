@@ -78,6 +78,7 @@ def test_only_successful_calls_are_hits_and_the_first_success_wins(tmp_path: Pat
     # Within one batch a success beats a later failure of the same call.
     cache.put_many([record("c", "ok", "c1"), record("c", "failed", "c2")])
     assert cache.get_many(["c"])["c"].response_text == "c1"
+    assert cache.warehouse.rows("SELECT count(*) FROM llm_calls") == [(3,)]  # none is doubled
 
 
 def test_writer_flushes_while_running_and_reports_what_it_could_not_store(tmp_path: Path) -> None:

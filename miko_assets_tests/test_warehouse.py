@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from miko_assets.warehouse import schema
 from miko_assets.warehouse import warehouse as warehouse_module
+from miko_assets.warehouse.schema import LLM_CALLS
 from miko_assets.warehouse.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,3 +203,21 @@ def test_the_warehouse_imports_no_domain_module() -> None:
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded and all(m.startswith(("miko_assets.warehouse", "miko_assets.clock")) for m in loaded), loaded
+
+
+def test_a_key_no_longer_declared_is_dropped_and_the_rows_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`llm_calls` of older files declared its key; their next `ensure_schema` rebuilds it without."""
+    path = tmp_path / "w.duckdb"
+    keyed = schema.Table("calls", (("call_id", "VARCHAR"), ("body", "VARCHAR")), primary_key=("call_id",))
+    monkeypatch.setitem(schema.TABLES, "calls", keyed)
+    Warehouse(path).append("calls", pd.DataFrame({"call_id": ["c1", "c2"], "body": ["one", "two"]}))
+    constraints = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'calls' AND constraint_type = 'PRIMARY KEY'"
+    assert Warehouse(path).rows(constraints) == [(1,)]
+
+    monkeypatch.setitem(schema.TABLES, "calls", dataclasses.replace(keyed, declare_key=False))
+    migrated = Warehouse(path)
+    migrated.ensure_schema()
+    assert migrated.rows(constraints) == [(0,)]
+    assert migrated.rows("SELECT call_id, body FROM calls ORDER BY call_id") == [("c1", "one"), ("c2", "two")]
+    assert migrated.rows(f"SELECT count(*) FROM duckdb_constraints() WHERE table_name = '{LLM_CALLS.name}' "
+                         "AND constraint_type = 'PRIMARY KEY'") == [(0,)]

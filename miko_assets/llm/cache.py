@@ -28,14 +28,8 @@ from miko_assets.warehouse.warehouse import Warehouse, history_table
 log = logging.getLogger(__name__)
 
 _COLUMNS = LLM_CALLS.column_names
-_UPSERT = (
-    f"INSERT INTO {LLM_CALLS.name} BY NAME SELECT * FROM incoming_calls "
-    "ON CONFLICT (call_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "call_id")
-    + f" WHERE {LLM_CALLS.name}.status <> 'ok'"
-)
-# A DuckLake has no keys (so no ON CONFLICT): drop the failed rows being replaced, insert the
-# calls not stored yet, in one transaction.
+# `llm_calls` declares no key (`Table.declare_key`), so an upsert is: drop the failed rows being
+# replaced, insert the calls not stored yet, in one transaction, one writer at a time.
 _REPLACE_FAILED = (
     f"DELETE FROM {LLM_CALLS.name} WHERE status <> 'ok' AND call_id IN (SELECT call_id FROM incoming_calls)"
 )
@@ -48,6 +42,11 @@ _SELECT_OK = (
     "WHERE status = 'ok' AND call_id IN (SELECT unnest(?::VARCHAR[]))"
 )
 
+
+# One writer of `llm_calls` at a time per warehouse in this process.
+_WRITERS: collections.defaultdict[WarehouseLocation, threading.Lock] = collections.defaultdict(
+    threading.Lock
+)
 
 # Warehouses whose pre-endpoint `openai` rows this process has keyed already.
 _ENDPOINTS_KEYED: set[WarehouseLocation] = set()
@@ -105,13 +104,16 @@ class LLMCallCache:
         # Arrow rather than pandas: DuckDB scans it without holding the GIL, which the event
         # loop running the calls needs.
         frame = pa.table({c: [getattr(r, c) for r in unique] for c in _COLUMNS})
-        statements = (_REPLACE_FAILED, _INSERT_NEW) if self.warehouse.is_ducklake else (_UPSERT,)
 
         def upsert(con: duckdb.DuckDBPyConnection) -> None:
-            for sql in statements:
-                con.execute(sql)
+            con.execute(_REPLACE_FAILED)
+            con.execute(_INSERT_NEW)
 
-        self.warehouse.write(upsert, incoming_calls=frame)
+        # Without a declared key two writers of this process could both insert a call; other
+        # processes are kept out by the file lock (a DuckLake, shared by processes, takes the
+        # rare duplicate: `get_many` keys rows by call id).
+        with _WRITERS[self.warehouse.location]:
+            self.warehouse.write(upsert, incoming_calls=frame)
         return len(unique)
 
     def key_endpoints_once(self, endpoint: str) -> None:
@@ -139,7 +141,10 @@ class LLMCallCache:
             renames["old_id"].append(old_id)
             renames["new_id"].append(sha256_text(new_json))
             renames["new_json"].append(new_json)
-        self.warehouse.write(lambda con: _rename_calls(con, endpoint), call_renames=pa.table(renames))
+        with _WRITERS[self.warehouse.location]:
+            self.warehouse.write(
+                lambda con: _rename_calls(con, endpoint), call_renames=pa.table(renames)
+            )
         log.info("keyed %d cached openai calls by the endpoint %s", len(legacy), endpoint)
         return len(legacy)
 
@@ -160,7 +165,7 @@ def _rename_calls(con: duckdb.DuckDBPyConnection, endpoint: str) -> None:
         f"INSERT INTO {LLM_CALLS.name} (call_id, request_json, endpoint, {', '.join(rest)}) "
         f"SELECT r.new_id, r.new_json, ?, {', '.join(f'c.{c}' for c in rest)} "
         f"FROM {LLM_CALLS.name} c JOIN call_renames r ON c.call_id = r.old_id "
-        # Not ON CONFLICT: a DuckLake warehouse has no keys.
+        # Not ON CONFLICT: `llm_calls` declares no key.
         f"WHERE r.new_id NOT IN (SELECT call_id FROM {LLM_CALLS.name})",
         [endpoint],
     )

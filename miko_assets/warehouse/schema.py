@@ -22,6 +22,10 @@ class Table:
     # column -> SQL expression over the row that fills the column in rows that existed before
     # a migration added it (otherwise they get NULL).
     fill_on_add: tuple[tuple[str, str], ...] = ()
+    # False: the primary key is kept unique by the code that writes the table, not declared (a
+    # DuckDB file re-serialises a table's whole key index at every checkpoint, i.e. at every
+    # write that closes the file, which grows with the table). Existing keys are dropped.
+    declare_key: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -221,6 +225,8 @@ LLM_CALLS = Table(
         ("endpoint", "VARCHAR"),
     ),
     primary_key=("call_id",),
+    # The LLM layer writes it about once a second while calls run (`llm.cache`).
+    declare_key=False,
 )
 
 # Provider batches (OpenAI Batch, Anthropic Message Batches), keyed by the provider's batch id.

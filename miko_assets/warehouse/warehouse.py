@@ -333,7 +333,8 @@ def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bo
     }
     if not existing:
         cols = ", ".join(f"{name} {ctype}" for name, ctype in table.columns)
-        pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if table.primary_key and keys else ""
+        declared = table.primary_key and keys and table.declare_key
+        pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if declared else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}{pk})")
     else:
         fills = dict(table.fill_on_add)
@@ -343,9 +344,28 @@ def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bo
                 con.execute(f"ALTER TABLE {table.name} ADD COLUMN {name} {ctype}")
                 if name in fills:
                     con.execute(f"UPDATE {table.name} SET {name} = {fills[name]}")
+        if keys and not table.declare_key and _has_primary_key(con, table.name):
+            _drop_primary_key(con, table.name)
     for cols in table.indexes if keys else ():
         index_name = f"idx_{table.name}_{'_'.join(cols)}"
         con.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.name} ({', '.join(cols)})")
+
+
+def _has_primary_key(con: duckdb.DuckDBPyConnection, table_name: str) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        [SCHEMA, table_name],
+    ).fetchone()[0] > 0
+
+
+def _drop_primary_key(con: duckdb.DuckDBPyConnection, table_name: str) -> None:
+    """Rebuild a table without its primary key (DuckDB cannot drop a constraint); rows kept."""
+    log.info("migrating %s: dropping its declared primary key", table_name)
+    rebuilt = f"{table_name}__rebuilt"
+    con.execute(f"CREATE TABLE {rebuilt} AS SELECT * FROM {table_name}")
+    con.execute(f"DROP TABLE {table_name}")
+    con.execute(f"ALTER TABLE {rebuilt} RENAME TO {table_name}")
 
 
 def _insert_frame(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFrame) -> None:

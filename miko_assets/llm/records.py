@@ -132,8 +132,7 @@ def reply_record(
         kind, error = reply.finish_reason, _finish_message(reply, request)
     elif reply.text is None:
         kind, error = "empty_response", "empty_response: the provider returned no text"
-    # Built from typed values (a validated reply and request): no need to validate them again.
-    record = CallRecord.model_construct(
+    record = CallRecord(
         call_id=keyed[0],
         provider=request.provider,
         model=request.model,
@@ -169,7 +168,7 @@ def failure_record(
     stage: str | None = None,
 ) -> CallRecord:
     """The `llm_calls` row of a call that got no usable reply (`keyed`: cache key, request JSON)."""
-    return CallRecord.model_construct(
+    return CallRecord(
         call_id=keyed[0],
         provider=request.provider,
         model=request.model,
@@ -191,7 +190,7 @@ def response_for(
     """What the caller gets for one request; after a repair, both calls' usage adds up."""
     record = outcome.record
     earlier = repair_of.record if repair_of is not None else None
-    return LLMResponse.model_construct(
+    return LLMResponse(
         call_id=record.call_id,
         status="ok" if outcome.kind is None else "failed",
         error_kind=outcome.kind,

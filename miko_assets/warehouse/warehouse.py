@@ -215,10 +215,12 @@ class Warehouse:
             try:
                 with self._transaction(**relations) as con:
                     return body(con)
-            except duckdb.TransactionException as exc:
+            except duckdb.Error as exc:
                 # Another writer changed what this transaction read (DuckLake), or held the
-                # SQLite catalog at the moment of commit.
-                if not any(m in str(exc).lower() for m in ("conflict", *_LOCK_MESSAGES)):
+                # SQLite catalog when this one read its snapshot or committed.
+                message = str(exc).lower()
+                conflict = isinstance(exc, duckdb.TransactionException) and "conflict" in message
+                if not (conflict or any(m in message for m in _LOCK_MESSAGES)):
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseConflictTimeout(
@@ -233,14 +235,18 @@ class Warehouse:
     # -- reads and writes -----------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
-        self.ensure_schema()
-        with self.connect() as con:
-            return con.execute(sql, params).df()
+        return self._read(lambda con: con.execute(sql, params).df())
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+        return self._read(lambda con: con.execute(sql, params).fetchall())
+
+    def _read(self, body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`body` on a connection; on a DuckLake retried while another writer holds a SQLite catalog."""
         self.ensure_schema()
+        if self.is_ducklake:
+            return self._retrying(body, {})
         with self.connect() as con:
-            return con.execute(sql, params).fetchall()
+            return body(con)
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         self.ensure_schema()

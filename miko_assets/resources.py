@@ -6,12 +6,14 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from miko_assets.llm.runner import LLMRunner
 from miko_assets.warehouse.location import DATA_PATH_SETTING, DUCKLAKE_PREFIX, WAREHOUSE_SETTING, parse_location
 from miko_assets.warehouse.warehouse import Warehouse
 
 DEFAULT_WAREHOUSE = "warehouse.duckdb"
+BACKFILL_TAG = "dagster/backfill"
 
 
 def default_warehouse_path() -> str:
@@ -45,10 +47,18 @@ def warehouse_resource_from_env() -> WarehouseResource:
 
 
 class LLMResource(dg.ConfigurableResource):
-    """The LLM layer. API keys arrive through `dg.EnvVar` and are handed to the providers only."""
+    """The LLM layer. API keys arrive through `dg.EnvVar` and are handed to the providers only.
+
+    The runs of one backfill spend from one budget: `MIKO_MAX_SPEND_USD` caps the backfill.
+    """
 
     openai_api_key: str | None = None
     anthropic_api_key: str | None = None
+    _backfill_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        self._backfill_id = run.tags.get(BACKFILL_TAG) if run is not None else None
 
     def runner(self, warehouse: Warehouse) -> LLMRunner:
         env = dict(os.environ)
@@ -56,7 +66,8 @@ class LLMResource(dg.ConfigurableResource):
             env["OPENAI_API_KEY"] = self.openai_api_key
         if self.anthropic_api_key:
             env["ANTHROPIC_API_KEY"] = self.anthropic_api_key
-        return LLMRunner.from_env(warehouse, env)
+        group = f"backfill:{self._backfill_id}" if self._backfill_id else None
+        return LLMRunner.from_env(warehouse, env, budget_group=group)
 
 
 def llm_resource_from_env() -> LLMResource:

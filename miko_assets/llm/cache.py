@@ -148,14 +148,6 @@ class LLMCallCache:
         log.info("keyed %d cached openai calls by the endpoint %s", len(legacy), endpoint)
         return len(legacy)
 
-    def spent_usd(self, dagster_run_id: str) -> float:
-        """What the calls recorded for a Dagster run cost."""
-        rows = self.warehouse.rows(
-            f"SELECT coalesce(sum(cost_usd), 0) FROM {LLM_CALLS.name} WHERE dagster_run_id = ?",
-            [dagster_run_id],
-        )
-        return float(rows[0][0])
-
 
 def _rename_calls(con: duckdb.DuckDBPyConnection, endpoint: str) -> None:
     """Move `llm_calls` rows and every call-id reference from `old_id` to `new_id` (`call_renames`)."""

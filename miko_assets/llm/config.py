@@ -7,7 +7,10 @@ MIKO_LLM_TIMEOUT_S            per-attempt timeout (default 60)
 MIKO_<PROVIDER>_TIMEOUT_S     the same for one provider (`local` defaults to 600: a small CPU
                               model writes a few hundred tokens in minutes when cores are busy)
 MIKO_LLM_MAX_ATTEMPTS         attempts per call, retries included (default 5)
-MIKO_MAX_SPEND_USD            maximum spend per Dagster run (default: none)
+MIKO_MAX_SPEND_USD            cap on the spend of one budget (default: none); the runs of one
+                              backfill share a budget, a run outside a backfill has its own
+MIKO_BUDGET_NAME              one budget for every run given this name, in any process or
+                              backfill, instead of the backfill's or the run's
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from miko_assets.env_values import EnvValueError, env_number
 
+BUDGET_NAME_VAR = "MIKO_BUDGET_NAME"
 _LIMIT_VAR = re.compile(r"^MIKO_([A-Z0-9]+)_(CONCURRENCY|RPM|TPM|TIMEOUT_S)$")
 
 
@@ -56,6 +60,7 @@ class RunnerConfig(BaseModel):
     # A Retry-After longer than this is not waited for inside a step: the call fails instead.
     max_retry_after_s: float = Field(default=120.0, ge=0)
     max_spend_usd: float | None = Field(default=None, ge=0)
+    budget_name: str | None = None
     repair: bool = True
     # Each flush opens the warehouse (tens of ms), so batches are large; at most about
     # `flush_interval_s` of finished results is lost if the process dies.
@@ -87,6 +92,8 @@ class RunnerConfig(BaseModel):
             value = env_number(env, var, kind)
             if value is not None:
                 fields[field] = value
+        if env.get(BUDGET_NAME_VAR):
+            fields["budget_name"] = env[BUDGET_NAME_VAR]
         try:
             return cls.model_validate(fields)
         except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Prices per model, the cost of a call, pre-flight estimates and the per-run budget guard.
+"""Prices per model, the cost of a call, pre-flight estimates and the budget guard of a batch.
 
 Prices live in `prices.yaml` beside the prompts (`config_files.prices_path`). A model not in
 the table costs 0 and is reported as unpriced: the run summary lists it and a warning is
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import yaml
@@ -149,27 +149,51 @@ def estimate_cost(requests: Iterable[LLMRequest], prices: PriceTable) -> CostEst
     return estimate
 
 
+SharedBudget = Callable[[float, float], Awaitable[float]]
+"""Resizes a batch's share of a budget kept elsewhere: (wanted, floor) -> the new allowance."""
+
+
 class BudgetGuard:
-    """Keeps a run's spend within `max_spend_usd`.
+    """Keeps a batch's spend within its allowance: `max_spend_usd`, or a share of a budget
+    kept elsewhere (`share`, see `llm.budget`).
 
     Each call reserves its worst case (estimated prompt, full max_tokens) before it is sent and
     settles to its real cost when it ends, so calls in flight can never jointly overshoot. A
-    reservation that does not fit waits for calls in flight to settle (they usually cost less
-    than reserved); it is refused once nothing is in flight and it still does not fit, and the
+    reservation that does not fit asks the share, if there is one, to resize the allowance to
+    what is spent and in flight plus the larger of this call and `headroom_usd` (about one
+    round of calls in flight, so the share is asked about once a round; it also gives back
+    what settled calls did not cost). Once the share cannot fit a call it is not asked again.
+    Then the reservation waits for calls in flight to settle (they usually cost less than
+    reserved); it is refused once nothing is in flight and it still does not fit, and the
     caller records that call as failed.
     """
 
-    def __init__(self, max_spend_usd: float | None, spent_usd: float = 0.0) -> None:
-        self.max_spend_usd = max_spend_usd
-        self.spent_usd = spent_usd
+    def __init__(self, max_spend_usd: float | None) -> None:
+        self.allowance_usd = max_spend_usd
+        self.spent_usd = 0.0
         self._reserved = 0.0
         self._changed = asyncio.Condition()
+        self._share: SharedBudget | None = None
+        self._headroom_usd = 0.0
+
+    @classmethod
+    def shared(cls, share: SharedBudget, headroom_usd: float) -> BudgetGuard:
+        """A guard whose allowance starts at zero and is resized by `share`."""
+        guard = cls(0.0)
+        guard._share, guard._headroom_usd = share, headroom_usd
+        return guard
 
     async def reserve(self, amount: float) -> bool:
-        if self.max_spend_usd is None:
+        if self.allowance_usd is None:
             return True
         async with self._changed:
-            while self.spent_usd + self._reserved + amount > self.max_spend_usd:
+            while self.spent_usd + self._reserved + amount > self.allowance_usd:
+                if self._share is not None:
+                    held = self.spent_usd + self._reserved
+                    self.allowance_usd = await self._share(held + max(amount, self._headroom_usd), held)
+                    if held + amount > self.allowance_usd:
+                        self._share = None
+                    continue
                 if self._reserved <= 0:
                     return False
                 await self._changed.wait()
@@ -178,7 +202,7 @@ class BudgetGuard:
 
     async def settle(self, reserved: float, actual: float) -> None:
         self.spent_usd += actual
-        if self.max_spend_usd is None:
+        if self.allowance_usd is None:
             return
         async with self._changed:
             self._reserved -= reserved

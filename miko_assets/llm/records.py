@@ -30,6 +30,8 @@ class RunSummary(BaseModel):
     `succeeded`, `failed` and `failures_by_reason` count requests; `calls_made` counts calls
     sent in this batch (repairs included, retries not), `attempts` every HTTP attempt. Tokens
     and `cost_usd` are for calls made now; `cost_saved_usd` is what the cache hits cost once.
+    Under a spending cap, a batch that made calls names its budget, the cap and what the budget
+    had left when the batch ended.
     """
 
     requests: int = 0
@@ -48,6 +50,9 @@ class RunSummary(BaseModel):
     cost_saved_usd: float = 0.0
     estimated_max_cost_usd: float = 0.0
     unpriced_models: list[str] = Field(default_factory=list)
+    budget_name: str | None = None
+    budget_cap_usd: float | None = None
+    budget_remaining_usd: float | None = None
     wall_s: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """`LLMRunner`: one response per request, in order, never raising for a request that fails.
 
 A batch goes: one bulk cache lookup; then, per provider, a bounded pool of workers that send
-each call under the retry policy (`retries`), stop before the budget would be exceeded,
-validate structured answers and make one repair call for an invalid one (`validation`).
+each call under the retry policy (`retries`), stop before the budget would be exceeded (a
+budget shared with other runs is leased from the warehouse, `budget`), validate structured answers and make one repair call for an invalid one (`validation`).
 Every result is queued for a background writer that stores it in `llm_calls` while the batch
 runs (`records` builds the rows, the responses and the summary).
 """
@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from miko_assets.llm.budget import BudgetLease, budget_name
 from miko_assets.llm.cache import CallRecord, CallWriter, LLMCallCache
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.continuation import ContinuationError, check_continuation
@@ -58,6 +59,9 @@ class LLMRunner:
 
     Without a warehouse there is no cache and nothing is stored (benchmarks, quick checks).
     A batch closes the connections of the providers it used; they reopen on the next batch.
+    Under `config.max_spend_usd` with a warehouse, a batch spends from a budget shared across
+    processes (`llm.budget`): `config.budget_name`, else `budget_group` (the backfill the run
+    belongs to), else the Dagster run's own. Without a warehouse the cap holds per batch.
     """
 
     def __init__(
@@ -67,15 +71,21 @@ class LLMRunner:
         *,
         config: RunnerConfig | None = None,
         prices: PriceTable | None = None,
+        budget_group: str | None = None,
     ) -> None:
         self.providers = providers
+        self.warehouse = warehouse
         self.cache = LLMCallCache(warehouse) if warehouse is not None else None
         self.config = config or RunnerConfig()
         self.prices = prices or PriceTable.load()
+        self.budget_group = budget_group
 
     @classmethod
     def from_env(
-        cls, warehouse: Warehouse | None, env: Mapping[str, str] = os.environ
+        cls,
+        warehouse: Warehouse | None,
+        env: Mapping[str, str] = os.environ,
+        budget_group: str | None = None,
     ) -> LLMRunner:
         """Providers, limits, budget and prices all configured from the environment."""
         return cls(
@@ -83,6 +93,7 @@ class LLMRunner:
             warehouse,
             config=RunnerConfig.from_env(env),
             prices=PriceTable.load(env=env),
+            budget_group=budget_group,
         )
 
     def run(
@@ -151,6 +162,7 @@ class _Batch:
         self.tally = Tally()
         self.prices = PriceBook(runner.prices)
         self.budget = BudgetGuard(self.config.max_spend_usd)
+        self.lease: BudgetLease | None = None
         self.providers: dict[str, Provider] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.writer: CallWriter | None = None
@@ -193,11 +205,15 @@ class _Batch:
         if pending:
             await self._call_pending(pending, results)
         responses = [results[k] for k in keys]
-        return BatchResult(
-            responses=responses, summary=self.tally.summary(responses, self.prices.unpriced, started)
-        )
+        summary = self.tally.summary(responses, self.prices.unpriced, started)
+        if self.lease is not None and self.lease.opened:
+            summary.budget_name = self.lease.name
+            summary.budget_cap_usd = self.lease.cap_usd
+            summary.budget_remaining_usd = await asyncio.to_thread(self.lease.remaining_usd)
+        return BatchResult(responses=responses, summary=summary)
 
     async def _call_pending(self, pending: list[_Item], results: dict[str, LLMResponse]) -> None:
+        calls = 0
         for item in pending:
             if item.hit is None:
                 request = item.request
@@ -205,9 +221,7 @@ class _Batch:
                     request, self.prices.price(request.provider, request.model)
                 )
                 self.tally.estimated_max_cost_usd += item.estimate[1]
-        if self.config.max_spend_usd is not None and self.cache is not None and self.dagster_run_id:
-            spent = await asyncio.to_thread(self.cache.spent_usd, self.dagster_run_id)
-            self.budget = BudgetGuard(self.config.max_spend_usd, spent)
+                calls += 1
 
         groups: dict[str, list[_Item]] = {}
         for item in pending:
@@ -215,6 +229,7 @@ class _Batch:
         for name in groups:
             self.providers[name] = self.runner.providers.get(name)
             self.limiters[name] = RateLimiter(self.config.limits_for(name))
+        self._share_budget(self.tally.estimated_max_cost_usd, calls, groups)
 
         if self.cache is not None:
             self.writer = CallWriter(
@@ -229,6 +244,23 @@ class _Batch:
                 await provider.aclose()
             if self.writer is not None:
                 await asyncio.to_thread(self.writer.close)
+            if self.lease is not None:
+                await asyncio.to_thread(self.lease.close, self.budget.spent_usd)
+
+    def _share_budget(self, max_cost_usd: float, calls: int, groups: dict[str, list[_Item]]) -> None:
+        """Spend from the budget shared in the warehouse, leased about one round of calls in
+        flight at a time (their worst case), if there is a cap and a budget to share."""
+        cap = self.config.max_spend_usd
+        name = budget_name(self.config.budget_name, self.runner.budget_group, self.dagster_run_id)
+        if cap is None or self.runner.warehouse is None or name is None:
+            return
+        lease = self.lease = BudgetLease(self.runner.warehouse, name, cap, self.dagster_run_id, self.stage)
+        in_flight = min(calls, max(self.config.concurrency_for(provider) for provider in groups))
+
+        async def resize(wanted_usd: float, floor_usd: float) -> float:
+            return await asyncio.to_thread(lease.resize, wanted_usd, floor_usd)
+
+        self.budget = BudgetGuard.shared(resize, headroom_usd=max_cost_usd / max(1, calls) * in_flight)
 
     async def _drain(
         self, provider: str, group: list[_Item], results: dict[str, LLMResponse]
@@ -346,9 +378,10 @@ class _Batch:
         price = self.prices.price(request.provider, request.model)
         prompt_tokens, reserved = estimate or call_estimate(request, price)
         if not await self.budget.reserve(reserved):
+            where = f"budget {self.lease.name!r}" if self.lease else "the batch's budget"
             message = (
-                f"the call may cost up to ${reserved:.4f}; the run has spent "
-                f"${self.budget.spent_usd:.4f} of its ${self.config.max_spend_usd:.4f} budget"
+                f"the call may cost up to ${reserved:.6f}, more than {where} of "
+                f"${self.config.max_spend_usd:.4f} has left (this batch spent ${self.budget.spent_usd:.6f})"
             )
             return self._failure(request, (key, request_json), BUDGET_EXCEEDED, message, 0, 0.0)
         self.tally.calls_made += 1

@@ -271,6 +271,26 @@ LLM_BATCH_ITEMS = Table(
     indexes=(("call_id",),),
 )
 
+# Spending caps shared across runs and processes: every LLM batch under a cap holds one lease on
+# its budget. An open lease counts at what it was granted (the worst case of what it has spent
+# and has in flight), a closed one at what it spent; a grant never takes their sum above the cap.
+LLM_BUDGET_LEASES = Table(
+    "llm_budget_leases",
+    (
+        ("lease_id", "VARCHAR"),
+        ("budget_name", "VARCHAR"),
+        ("cap_usd", "DOUBLE"),
+        ("granted_usd", "DOUBLE"),
+        ("spent_usd", "DOUBLE"),
+        ("status", "VARCHAR"),
+        ("dagster_run_id", "VARCHAR"),
+        ("stage", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+        ("closed_at", "TIMESTAMP"),
+    ),
+    primary_key=("lease_id",),
+)
+
 # One row per labelled post of a batch with its caption, key info and ten intentions (the
 # sarcasm experiment's input, built by `miko_assets.sarcasm.dataset`).
 SARCASM_DATASET = Table(
@@ -554,7 +574,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         INGESTED_POSTS, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
-        LLM_CALLS, LLM_BATCHES, LLM_BATCH_ITEMS, SARCASM_DATASET, SARCASM_RESULTS,
+        LLM_CALLS, LLM_BATCHES, LLM_BATCH_ITEMS, LLM_BUDGET_LEASES, SARCASM_DATASET, SARCASM_RESULTS,
         ANNOTATION_TASKS, HUMAN_ANNOTATIONS, ANNOTATION_IMPORTS, LLM_ANNOTATIONS,
         ANNOTATION_AGREEMENT_HUMANS, ANNOTATION_AGREEMENT_JUDGES, ANNOTATION_AGREEMENT_ACCEPT_RATES,
         BENCHMARK_ITEMS, BENCHMARK_RESULTS, STAGE_CONFIGS, CODE_LOCATION_CONFIGS,

@@ -244,9 +244,11 @@ def test_runner_config_from_env() -> None:
             "MIKO_ANTHROPIC_CONCURRENCY": "4",
             "MIKO_MAX_SPEND_USD": "2.5",
             "MIKO_LLM_TIMEOUT_S": "30",
+            "MIKO_BUDGET_NAME": "weekly",
         }
     )
     assert config.concurrency == 32 and config.max_spend_usd == 2.5 and config.timeout_s == 30
+    assert config.budget_name == "weekly" and RunnerConfig.from_env({}).budget_name is None
     assert config.limits_for("openai") == ProviderLimits(rpm=500, tpm=200000)
     assert config.concurrency_for("anthropic") == 4 and config.concurrency_for("openai") == 32
     assert config.concurrency_for("local") == 1  # one embedded model answers one call at a time

@@ -111,7 +111,7 @@ def test_the_runs_of_a_backfill_in_two_processes_share_one_cap(tmp_path: Path) -
     print(f"one partition ${per_partition:.6f}, cap ${cap:.6f}, spent ${spent:.6f}, {refused} calls refused")
 
 
-# Asks each of 30 budgets (cap $0.1) for $0.06 in turn, so that processes started together
+# Asks each of 12 budgets (cap $0.1) for $0.06 in turn, so that processes started together
 # compete for the last of each budget. Once imported it makes the file `argv[4]` and starts
 # when the file `argv[3]` exists.
 _GRANTS = textwrap.dedent("""
@@ -125,7 +125,7 @@ _GRANTS = textwrap.dedent("""
     open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.01)
-    for budget in range(30):
+    for budget in range(12):
         BudgetLease(warehouse, f"b{budget}", 0.1).resize(0.06, 0.0)
 """)
 
@@ -161,4 +161,4 @@ def test_grants_from_processes_at_once_never_exceed_the_cap(backend: str, tmp_pa
         assert [p.returncode for p in procs] == [0] * 3, [err[-3000:] for _, err in outputs]
         granted = Warehouse(parse_location(url, data or None)).rows(
             "SELECT budget_name, round(sum(granted_usd), 9) FROM llm_budget_leases GROUP BY 1 ORDER BY 1")
-    assert sorted(granted) == sorted((f"b{budget}", 0.1) for budget in range(30))
+    assert sorted(granted) == sorted((f"b{budget}", 0.1) for budget in range(12))

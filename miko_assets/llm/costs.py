@@ -154,8 +154,8 @@ SharedBudget = Callable[[float, float], Awaitable[float]]
 
 
 class BudgetGuard:
-    """Keeps a batch's spend within its allowance: `max_spend_usd`, or a share of a budget
-    kept elsewhere (`share`, see `llm.budget`).
+    """Keeps a batch's spend within its allowance: `max_spend_usd`, or (`BudgetGuard.shared`)
+    a share of a budget kept elsewhere, see `llm.budget`.
 
     Each call reserves its worst case (estimated prompt, full max_tokens) before it is sent and
     settles to its real cost when it ends, so calls in flight can never jointly overshoot. A

@@ -2,7 +2,8 @@
 
 A batch goes: one bulk cache lookup; then, per provider, a bounded pool of workers that send
 each call under the retry policy (`retries`), stop before the budget would be exceeded (a
-budget shared with other runs is leased from the warehouse, `budget`), validate structured answers and make one repair call for an invalid one (`validation`).
+budget shared with other runs is leased from the warehouse, `budget`), validate structured
+answers and make one repair call for an invalid one (`validation`).
 Every result is queued for a background writer that stores it in `llm_calls` while the batch
 runs (`records` builds the rows, the responses and the summary).
 """

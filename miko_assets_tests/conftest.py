@@ -4,12 +4,14 @@ requests set up for it (short timeouts and backoff, so faults play out in millis
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, SecretStr
 
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
+from miko_assets.devtools.servers import postgres_server
 from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSettings
 from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.models import GenerationParams, LLMRequest, Message
@@ -49,6 +51,18 @@ def warehouse(tmp_path: Path) -> Warehouse:
 def lake_warehouse(folder: Path, name: str = "lake") -> Warehouse:
     """A DuckLake warehouse in `folder`: a SQLite catalog and a local data path."""
     return Warehouse(parse_location(f"ducklake:sqlite:{folder / f'{name}.sqlite'}", str(folder / f"{name}_data")))
+
+
+@contextmanager
+def lake_catalog(kind: str, folder: Path) -> Iterator[str]:
+    """A `ducklake:` URL whose catalog is a SQLite file (`kind` "sqlite") or a database in a real
+    Postgres server (`kind` "postgres") run in `folder` for the block."""
+    if kind == "sqlite":
+        yield f"ducklake:sqlite:{folder / 'catalog.sqlite'}"
+        return
+    with postgres_server(folder / "postgres") as pg:
+        pg.create_database("lake")
+        yield f"ducklake:postgres:{pg.dsn('lake')}"
 
 
 def provider_env(url: str) -> dict[str, str]:

@@ -18,9 +18,9 @@ import pytest
 from miko_assets.devtools.answer_server import answer_server
 from miko_assets.devtools.dagster_dev import REPO, prepare_workdir
 from miko_assets.devtools.scale_rig import distill_env, ingest, write_posts
-from miko_assets.devtools.servers import postgres_server
 from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.conftest import lake_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -135,12 +135,9 @@ def _location(backend: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     data = str(tmp_path / "data")
     if backend == "file":
         yield str(tmp_path / "w.duckdb"), ""
-    elif backend == "ducklake-sqlite":
-        yield f"ducklake:sqlite:{tmp_path / 'catalog.sqlite'}", data
     else:
-        with postgres_server(tmp_path / "postgres") as pg:
-            pg.create_database("lake")
-            yield f"ducklake:postgres:{pg.dsn('lake')}", data
+        with lake_catalog(backend.removeprefix("ducklake-"), tmp_path) as url:
+            yield url, data
 
 
 @pytest.mark.parametrize("backend", ["file", "ducklake-sqlite", "ducklake-postgres"])

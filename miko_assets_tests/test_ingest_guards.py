@@ -1,5 +1,5 @@
 """Ingestion is idempotent by content, refuses structurally wrong files, and two ingests at once
-both report truthfully (issue 15, item 2)."""
+(on the file and on a DuckLake) add each post once and both report truthfully (issue 15, item 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +19,9 @@ from miko_assets.cli import main
 from miko_assets.devtools.dagster_dev import prepare_workdir, project_env
 from miko_assets.ingest.batches import IngestRefused, ingest_file
 from miko_assets.resources import WarehouseResource
+from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets_tests.conftest import lake_catalog
 from miko_assets_tests.paths import SHARED_DATA
 
 MMSD_TEST = SHARED_DATA / "mmsd" / "valid2_sample.txt"
@@ -123,12 +126,60 @@ def test_two_ingests_at_once_wait_for_each_other_and_report_truthfully(tmp_path:
     command = [sys.executable, "-m", "miko_assets.cli", "ingest", "jsonl", str(data), "--batch-size", "500"]
     procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
+    _assert_one_added_all(procs, posts=3000, batches=6)
+    wh = Warehouse(tmp_path / "warehouse.duckdb")
+    assert wh.rows("SELECT count(*), count(DISTINCT row_key) FROM ingested_posts") == [(3000, 3000)]
+
+
+# `miko <arguments>` started when the test creates the file `go`, so that two start together.
+_AT_ONCE = """
+import os, sys, time
+from miko_assets.cli import main
+ready, go = sys.argv[1:3]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.005)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def test_two_ingests_at_once_into_a_ducklake_add_each_post_once(kind: str, tmp_path: Path) -> None:
+    """On a DuckLake two transactions that only insert never conflict: the ingest ledger's
+    update makes the later of two ingests started together run again and find the other's posts."""
+    prepare_workdir(tmp_path)
+    data = _jsonl(tmp_path / "posts.jsonl", [{"id": str(i), "text": f"post number {i}"} for i in range(600)])
+    with lake_catalog(kind, tmp_path) as url:
+        lake = str(tmp_path / "lake")
+        env = project_env(tmp_path, MIKO_WAREHOUSE_DATA=lake)
+        env["MIKO_WAREHOUSE"] = url
+        Warehouse(parse_location(url, lake)).ensure_schema()
+        go = tmp_path / "go"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _AT_ONCE, str(tmp_path / f"ready{n}"), str(go),
+                 "ingest", "jsonl", str(data), "--batch-size", "200"],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for n in range(2)
+        ]
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready{n}").exists() for n in range(2)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        _assert_one_added_all(procs, posts=600, batches=3)
+        wh = Warehouse(parse_location(url, lake))
+        assert wh.rows("SELECT count(*), count(DISTINCT row_key) FROM ingested_posts") == [(600, 600)]
+        assert wh.rows("SELECT ingests FROM ingest_ledger") == [(2,)]
+
+
+def _assert_one_added_all(procs: list[subprocess.Popen], *, posts: int, batches: int) -> None:
+    """Both `miko ingest` processes exit 0; one reports adding every post in `batches` new
+    partitions, the other adding none and no partitions."""
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     partitions = [out.strip().splitlines()[-1] for out, _ in outputs]
-    expected = "new partitions: " + ", ".join(f"posts-all-{i:04d}" for i in range(6))
+    expected = "new partitions: " + ", ".join(f"posts-all-{i:04d}" for i in range(batches))
     assert sorted(partitions) == sorted([expected, "new partitions: none"])
     added = sorted(int(out.split(": ")[1].split(" added")[0]) for out, _ in outputs)
-    assert added == [0, 3000]
-    wh = Warehouse(tmp_path / "warehouse.duckdb")
-    assert wh.rows("SELECT count(*), count(DISTINCT row_key) FROM ingested_posts") == [(3000, 3000)]
+    assert added == [0, posts]

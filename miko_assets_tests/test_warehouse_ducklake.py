@@ -9,14 +9,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from miko_assets.devtools.servers import postgres_server
 from miko_assets.llm.cache import CallRecord, LLMCallCache
 from miko_assets.stages.configuration import (
     ConfigRecord,
@@ -28,7 +26,7 @@ from miko_assets.stages.configuration import (
 from miko_assets.warehouse import warehouse as warehouse_module
 from miko_assets.warehouse.location import WarehouseConfigError, parse_location, redact
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.conftest import lake_warehouse
+from miko_assets_tests.conftest import lake_catalog, lake_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,23 +125,13 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-@contextmanager
-def _catalog(kind: str, tmp_path: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"ducklake:sqlite:{tmp_path / 'catalog.sqlite'}"
-        return
-    with postgres_server(tmp_path / "postgres") as pg:
-        pg.create_database("lake")
-        yield f"ducklake:postgres:{pg.dsn('lake')}"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_concurrent_partition_replaces_conflict_and_are_retried(kind: str, tmp_path: Path) -> None:
     """Three processes replace their partitions of two tables three times each, at once: the
     conflicts DuckLake reports are retried, and every partition ends with exactly its last rows
     and history, never doubled or half-replaced."""
-    with _catalog(kind, tmp_path) as url:
+    with lake_catalog(kind, tmp_path) as url:
         data = str(tmp_path / "data")
         Warehouse(parse_location(url, data)).ensure_schema()
         procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, data, str(w)], cwd=REPO,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy.exc import IntegrityError
 
 from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report, known_batches
 from miko_assets.partitions import post_batches
@@ -21,11 +22,23 @@ class IngestConfig(dg.Config):
 
 
 def register_batches(instance: dg.DagsterInstance, warehouse: Warehouse) -> list[str]:
-    """Add every batch the warehouse knows to the `post_batches` partitions; returns the added ones."""
-    existing = set(instance.get_dynamic_partitions(post_batches.name))
-    missing = [b for b in known_batches(warehouse) if b not in existing]
-    if missing:
-        instance.add_dynamic_partitions(post_batches.name, missing)
+    """Add every batch the warehouse knows to the `post_batches` partitions; returns the added ones.
+
+    Another process (a second ingest) may add some of them at the same moment: then the
+    instance refuses the duplicates and what is still missing is added again."""
+    known = known_batches(warehouse)
+    attempts = 5
+    for attempt in range(attempts):
+        existing = set(instance.get_dynamic_partitions(post_batches.name))
+        missing = [b for b in known if b not in existing]
+        if not missing:
+            break
+        try:
+            instance.add_dynamic_partitions(post_batches.name, missing)
+            break
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
     return missing
 
 

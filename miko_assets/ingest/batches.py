@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from miko_assets.clock import utc_now
 from miko_assets.datasets.post import Post
 from miko_assets.datasets.registry import LOADERS, load_posts
-from miko_assets.warehouse.schema import INGESTED_POSTS
+from miko_assets.warehouse.schema import INGEST_LEDGER, INGESTED_POSTS
 from miko_assets.warehouse.warehouse import Warehouse
 
 BATCH_KEY_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
@@ -94,8 +94,10 @@ def ingest_posts(
     A post is known by its content and source (dataset, source id, text), not by its split:
     posts already ingested under another split are counted in `rows_in_other_splits` and not
     added, unless `second_copy` asks for them under this split too. Checking what is known,
-    numbering new batches and inserting happen in one transaction, so two ingests at once
-    wait for each other and neither adds what the other did.
+    numbering new batches and inserting happen in one transaction that first updates the
+    ingest ledger's row, so two ingests at once wait for each other (the DuckDB file has one
+    writer at a time; on a DuckLake the two updates conflict and `Warehouse.write()` runs the
+    later ingest again) and neither adds what the other did.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
@@ -110,9 +112,9 @@ def ingest_posts(
         occurrences[post.post_id] += 1
 
     now = utc_now()
-    rows: list[dict] = []
-    new_batches: list[str] = []
-    with warehouse.transaction() as con:
+
+    def record(con: duckdb.DuckDBPyConnection) -> tuple[list[dict], list[str], list[str], list[str]]:
+        _take_ingest_turn(con, ingest_id, now)
         _key_legacy_contents(con)
         known_rows = _existing(con, "row_key", [k for k, _, _ in keyed])
         known_contents = _existing(con, "content_key", [c for _, c, _ in keyed])
@@ -127,6 +129,8 @@ def ingest_posts(
         by_prefix: dict[str, list[tuple[str, str, Post]]] = {}
         for item in fresh:
             by_prefix.setdefault(batch_prefix(item[2].dataset, item[2].split), []).append(item)
+        rows: list[dict] = []
+        new_batches: list[str] = []
         for prefix, items in by_prefix.items():
             number = _next_batch_number(con, prefix)
             for start in range(0, len(items), batch_size):
@@ -137,11 +141,13 @@ def ingest_posts(
                     rows.append(
                         _ingested_row(key, content, post, batch, position, str(source_path), ingest_id, now)
                     )
-        other_splits = _splits_of(con, elsewhere)
         if rows:
             con.register("new_rows", pd.DataFrame(rows))
             con.execute(f"INSERT INTO {INGESTED_POSTS.name} BY NAME SELECT * FROM new_rows")
             con.unregister("new_rows")
+        return rows, new_batches, elsewhere, _splits_of(con, elsewhere)
+
+    rows, new_batches, elsewhere, other_splits = warehouse.write(record)
     broken = Counter(_reason_kind(row["text_error"]) for row in rows if row["text_error"])
     return IngestResult(
         ingest_id=ingest_id,
@@ -277,6 +283,16 @@ def _splits_of(con: duckdb.DuckDBPyConnection, contents: list[str]) -> list[str]
         [contents],
     ).fetchall()
     return [r[0] for r in found]
+
+
+def _take_ingest_turn(con: duckdb.DuckDBPyConnection, ingest_id: str, now: datetime) -> None:
+    """Update the ingest ledger's one row (recreating it if it was deleted)."""
+    updated = con.execute(
+        f"UPDATE {INGEST_LEDGER.name} SET ingests = ingests + 1, last_ingest_id = ?, last_ingested_at = ?",
+        [ingest_id, now],
+    ).fetchone()[0]
+    if not updated:
+        con.execute(f"INSERT INTO {INGEST_LEDGER.name} VALUES (1, ?, ?)", [ingest_id, now])
 
 
 def _key_legacy_contents(con: duckdb.DuckDBPyConnection) -> None:

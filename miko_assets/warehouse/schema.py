@@ -26,6 +26,9 @@ class Table:
     # DuckDB file re-serialises a table's whole key index at every checkpoint, i.e. at every
     # write that closes the file, which grows with the table). Existing keys are dropped.
     declare_key: bool = True
+    # The one row the table is created with (column -> SQL expression), inserted in the
+    # transaction that creates the table, so processes creating it at once cannot both add it.
+    created_with: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -74,6 +77,15 @@ INGESTED_POSTS = Table(
     ),
     primary_key=("row_key",),
     indexes=(("batch",),),
+)
+
+# One row that every ingest updates in its transaction. On a DuckLake two transactions that only
+# insert never conflict, two that update one row do: two ingests at once are serialised, and the
+# later one is run again and finds what the other added.
+INGEST_LEDGER = Table(
+    "ingest_ledger",
+    (("ingests", "BIGINT"), ("last_ingest_id", "VARCHAR"), ("last_ingested_at", "TIMESTAMP")),
+    created_with=(("ingests", "0"),),
 )
 
 POSTS = Table(
@@ -573,7 +585,7 @@ CODE_LOCATION_CONFIGS = Table("code_location_configs", _CONFIG_COLUMNS, primary_
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        INGESTED_POSTS, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
+        INGESTED_POSTS, INGEST_LEDGER, POSTS, REJECTED_POSTS, PROMPT_REGISTRY, CAPTIONS, KEY_INFO, INTENTIONS,
         LLM_CALLS, LLM_BATCHES, LLM_BATCH_ITEMS, LLM_BUDGET_LEASES, SARCASM_DATASET, SARCASM_RESULTS,
         ANNOTATION_TASKS, HUMAN_ANNOTATIONS, ANNOTATION_IMPORTS, LLM_ANNOTATIONS,
         ANNOTATION_AGREEMENT_HUMANS, ANNOTATION_AGREEMENT_JUDGES, ANNOTATION_AGREEMENT_ACCEPT_RATES,

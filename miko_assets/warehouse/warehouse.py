@@ -342,6 +342,9 @@ def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bo
         declared = table.primary_key and keys and table.declare_key
         pk = f", PRIMARY KEY ({', '.join(table.primary_key)})" if declared else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}{pk})")
+        if table.created_with:
+            names, values = zip(*table.created_with)
+            con.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(values)})")
     else:
         fills = dict(table.fill_on_add)
         for name, ctype in table.columns:

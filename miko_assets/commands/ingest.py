@@ -27,6 +27,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ingest.set_defaults(run=_ingest)
 
     demo = commands.add_parser("demo", help="ingest the bundled sample and materialize every asset for it")
+    demo.add_argument("--verbose", action="store_true", help="show Dagster's events instead of the short story")
     demo.set_defaults(run=_demo)
 
 
@@ -51,4 +52,4 @@ def _ingest(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from miko_assets.demo import run_demo
 
-    return run_demo(open_warehouse(args, create=True), SAMPLE_DIR, SAMPLE_BATCH_SIZE)
+    return run_demo(open_warehouse(args, create=True), SAMPLE_DIR, SAMPLE_BATCH_SIZE, verbose=args.verbose)

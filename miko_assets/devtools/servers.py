@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -104,8 +105,13 @@ def postgres_server(folder: Path, timeout_s: float = 60) -> Iterator[PostgresSer
     try:
         yield PostgresServer(port)
     finally:
-        subprocess.run([str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60, **user_kwargs)
+        stopped = subprocess.run([str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                                 capture_output=True, timeout=60, **user_kwargs)
+        if stopped.returncode != 0:
+            # pg_ctl, run as `postgres`, cannot reach the folder when another pytest session has
+            # made the shared temp root 0700 again meanwhile: stop the postmaster by its pid.
+            with suppress(OSError, ValueError, IndexError):
+                os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
 
 
 @contextmanager

@@ -144,7 +144,7 @@ class Generator:
 
 # Generator ids used in the SQL below: 0 captions, 1 key info, 2-4 intentions.
 GENERATORS = (
-    Generator("caption", "openai", "gpt-4o-mini", "v1"),
+    Generator("captions", "openai", "gpt-4o-mini", "v1"),
     Generator("key_info", "openai", "gpt-4o-mini", "v2"),
     Generator("intentions", "openai", "gpt-3.5-turbo", "v1"),  # the paper's: last tenth, and history
     Generator("intentions", "openai", "gpt-4o-mini", "v2"),  # most batches
@@ -152,7 +152,7 @@ GENERATORS = (
 )
 # The new generation that the write benchmark replaces a partition with.
 REGENERATE = {
-    "captions": Generator("caption", "anthropic", "claude-haiku-4-5", "v1"),
+    "captions": Generator("captions", "anthropic", "claude-haiku-4-5", "v1"),
     "key_info": Generator("key_info", "anthropic", "claude-haiku-4-5", "v2"),
     "intentions": Generator("intentions", "anthropic", "claude-haiku-4-5", "v2"),
 }
@@ -163,7 +163,7 @@ def request_template(gen: Generator) -> str:
     """The stage's rendered `request_json` with @@FIELD@@ markers where the post's values go."""
     config = gen.config()
     prompt = config.prompt()
-    if gen.stage == "caption":
+    if gen.stage == "captions":
         request = build_caption_request(config, prompt, "@@TEXT@@", ImageInput(sha256="@@IMAGE@@", data_b64=""))
     elif gen.stage == "key_info":
         request = build_key_info_request(config, prompt, "@@TEXT@@", "@@CAPTION@@")

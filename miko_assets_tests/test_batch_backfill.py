@@ -17,6 +17,7 @@ from miko_assets import cli
 from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR
 from miko_assets.resources import WarehouseResource
@@ -25,7 +26,6 @@ from miko_assets.warehouse.warehouse import Warehouse
 from miko_assets_tests.conftest import provider_env
 
 SAMPLE = Path(__file__).resolve().parents[1] / "miko_assets" / "sample_data"
-ASSETS = ("captions", "key_info", "intentions")
 PARTITIONS = ["sample-few-0000", "sample-few-0001"]
 
 
@@ -39,8 +39,8 @@ def ingest_sample(warehouse: Warehouse, folder: Path, n: int) -> None:
 
 def use_provider(monkeypatch: pytest.MonkeyPatch, url: str, **extra: str) -> None:
     env = {**provider_env(url), **extra}
-    for stage in ("CAPTION", "KEY_INFO", "INTENTIONS"):
-        env[f"MIKO_{stage}_PROVIDER"], env[f"MIKO_{stage}_MODEL"] = "openai", "gpt-4o-mini"
+    for stage in GENERATION_STAGES:
+        env[f"MIKO_{stage.upper()}_PROVIDER"], env[f"MIKO_{stage.upper()}_MODEL"] = "openai", "gpt-4o-mini"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 
@@ -60,7 +60,7 @@ def test_dry_run_says_what_the_backfill_costs_online_and_in_batch(
             assert dg.materialize([posts], partition_key=partition, instance=instance, resources=resources).success
     assert cli.main(["--warehouse", str(path), "batch", "backfill", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("2 posts, caption, intentions, key_info with openai/gpt-4o-mini: at most $")
+    assert out.startswith("2 posts, captions, intentions, key_info with openai/gpt-4o-mini: at most $")
     online, batch = (float(x.split()[0].replace(",", "")) for x in out.split("$")[1:3])
     assert batch == pytest.approx(online * BATCH_PRICE_FACTOR, abs=0.01) and online > 0
     assert server[0].requests == 0 and server[0].batches == {}
@@ -83,7 +83,7 @@ def test_miko_batch_backfill_goes_through_batches_and_materializes_from_the_cach
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake, url = server
-    use_provider(monkeypatch, url, MIKO_CAPTION_IMAGE_MAX_SIDE="256", MIKO_CAPTION_IMAGE_DETAIL="low")
+    use_provider(monkeypatch, url, MIKO_CAPTIONS_IMAGE_MAX_SIDE="256", MIKO_CAPTIONS_IMAGE_DETAIL="low")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
     path = tmp_path / "w.duckdb"

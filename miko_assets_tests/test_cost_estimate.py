@@ -59,7 +59,7 @@ def test_batch_and_low_detail_cut_gpt_4o_mini_to_under_a_fifth() -> None:
 
 def test_claude_compares_image_sizes_only() -> None:
     # A detail configured for OpenAI does not stop pricing Claude.
-    env = {"MIKO_CAPTION_IMAGE_DETAIL": "low"}
+    env = {"MIKO_CAPTIONS_IMAGE_DETAIL": "low"}
     estimate = estimate_teacher("anthropic/claude-haiku-4-5", sample_posts(), 1000, PriceTable.load(), {}, env)
     assert [c.image for c in estimate.caption] == [ImageSettings(max_side=s) for s in (1024, 768, 512)]
     by_side = [c.prompt_tokens_per_post for c in estimate.caption]
@@ -69,12 +69,13 @@ def test_claude_compares_image_sizes_only() -> None:
 
 def test_expected_cost_uses_the_recorded_answer_lengths(tmp_path: Path) -> None:
     warehouse = Warehouse(tmp_path / "w.duckdb")
-    record_answers(warehouse, "caption", "gpt-4o-mini", [100, 140])
-    record_answers(warehouse, "caption", "gpt-4o-mini", [299], status="failed")
+    record_answers(warehouse, "captions", "gpt-4o-mini", [100, 140])
+    record_answers(warehouse, "captions", "gpt-4o-mini", [299], status="failed")
+    record_answers(warehouse, "caption", "gpt-4o-mini", [180])  # recorded under the stage's old name
     record_answers(warehouse, "key_info", "SmolLM2-135M-Instruct.Q4_1", [40, 60, 80])
     record_answers(warehouse, "intentions", "gpt-4o-mini", [30])  # one relation's clause
     lengths = recorded_answer_lengths(warehouse)
-    assert lengths[("caption", "gpt-4o-mini")] == AnswerLength(calls=2, mean_tokens=120, model="gpt-4o-mini")
+    assert lengths[("captions", "gpt-4o-mini")] == AnswerLength(calls=3, mean_tokens=140, model="gpt-4o-mini")
 
     sample = sample_posts()
     prices = PriceTable.load()
@@ -101,10 +102,10 @@ def test_miko_estimate_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "openai/gpt-4o-mini: 137,287 posts, prompts rendered from 24 posts" in out
-    assert "| caption | 512 px, detail low |" in out and "| caption | 1024 px (configured) |" in out
+    assert "| captions | 512 px, detail low |" in out and "| captions | 1024 px (configured) |" in out
     assert "| **all three** | cheapest: 512 px, detail low |" in out
     assert "intentions 500 tokens (2 calls of gpt-4o-mini)" in out
-    assert "No expected cost for caption, key_info" in out
+    assert "No expected cost for captions, key_info" in out
     assert "detail" not in out.split("anthropic/claude-haiku-4-5: ")[1]
 
     assert cli.main(["--warehouse", str(path), "estimate", "--posts", "10", "--model", "gpt-4o-mini"]) == 2

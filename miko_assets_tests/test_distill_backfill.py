@@ -110,7 +110,7 @@ def test_materialize_change_model_config_and_backfill_stale_partitions(tmp_path:
     assert wh.rows("SELECT count(*) FROM intentions_history") == [(20,)]
     calls_after = _calls_by_stage(wh)
     assert calls_after["key_info"] == calls_before["key_info"]
-    assert calls_after.get("caption", 0) == calls_before.get("caption", 0)
+    assert calls_after.get("captions", 0) == calls_before.get("captions", 0)
     assert calls_after["intentions"] >= calls_before["intentions"] + 2
 
     intention_id = wh.rows("SELECT intention_id FROM intentions ORDER BY post_id, relation_index LIMIT 1")[0][0]

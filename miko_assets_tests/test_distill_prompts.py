@@ -22,7 +22,11 @@ from miko_assets.llm.models import ImageInput, LLMRequest
 from miko_assets.llm.openai_provider import chat_payload
 
 REPO_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
-STAGES = ("caption", "key_info", "intentions", "judge_plausibility", "judge_typicality")
+# stage (named as its asset and table) -> the prompt it uses (named for what it asks)
+STAGE_PROMPTS = {
+    "captions": "caption", "key_info": "key_info", "intentions": "intentions",
+    "judge_plausibility": "judge_plausibility", "judge_typicality": "judge_typicality",
+}
 
 
 @pytest.fixture
@@ -160,10 +164,10 @@ def test_malformed_or_absent_prompts_are_clear_errors(prompts_copy: Path) -> Non
 
 
 def test_stage_config_defaults_use_the_embedded_model() -> None:
-    for stage in STAGES:
+    for stage, prompt in STAGE_PROMPTS.items():
         config = stage_config(stage, {})
         assert (config.provider, config.model) == ("local", LOCAL_MODEL)
-        assert config.prompt().name == config.prompt_name == stage
+        assert config.prompt().name == config.prompt_name == prompt
     key_info = stage_config("key_info", {})
     intentions = stage_config("intentions", {})
     # Per-field and per-relation completion (v3): a short clause each, at temperature 0.3.
@@ -176,7 +180,7 @@ def test_stage_config_defaults_use_the_embedded_model() -> None:
 
 def test_no_default_prompt_mentions_sarcasm_and_v2_stays_the_sarcasm_aware_variant() -> None:
     for env in ({}, {"MIKO_CONFIG": "paper"}):
-        for stage in STAGES:
+        for stage in STAGE_PROMPTS:
             prompt = stage_config(stage, env).prompt()
             text = f"{prompt.system} {prompt.user}".lower()
             assert "sarcas" not in text and "iron" not in text, (env, stage, prompt.version)
@@ -221,7 +225,7 @@ def test_environment_overrides_the_stage_config(prompts_copy: Path) -> None:
     assert (params.temperature, params.max_tokens, params.seed) == (0.2, 400, 7)
     assert config.prompts_dir == prompts_copy
     assert stage_config("key_info", env).model == LOCAL_MODEL
-    assert stage_config("caption", env).model == LOCAL_MODEL
+    assert stage_config("captions", env).model == LOCAL_MODEL
 
     with pytest.raises(PromptError, match="MIKO_INTENTIONS_MAX_TOKENS"):
         stage_config("intentions", _env(prompts_copy, MIKO_INTENTIONS_MAX_TOKENS="many"))
@@ -229,15 +233,25 @@ def test_environment_overrides_the_stage_config(prompts_copy: Path) -> None:
         stage_config("intentions", _env(prompts_copy, MIKO_INTENTIONS_PROMPT_VERSION="v9")).prompt()
 
 
+def test_the_old_stage_name_is_refused_with_the_new_one(prompts_copy: Path) -> None:
+    """The captions stage was configured as `caption`; its old settings must not be ignored silently."""
+    with pytest.raises(PromptError, match="rename MIKO_CAPTION_MODEL to MIKO_CAPTIONS_MODEL"):
+        stage_config("captions", _env(prompts_copy, MIKO_CAPTION_MODEL="gpt-4o-mini"))
+    path = prompts_copy / "stages.yaml"
+    path.write_text(path.read_text().replace("  captions:\n", "  caption:\n"))
+    with pytest.raises(PromptError, match="'caption' is now named 'captions': rename it there"):
+        stage_config("captions", _env(prompts_copy))
+
+
 def test_stages_file_in_the_prompts_dir_is_used(prompts_copy: Path) -> None:
     path = prompts_copy / "stages.yaml"
     data = yaml.safe_load(path.read_text())
-    data["stages"]["caption"]["model"] = "llava-1.5-7b"
+    data["stages"]["captions"]["model"] = "llava-1.5-7b"
     path.write_text(yaml.safe_dump(data))
-    assert stage_config("caption", _env(prompts_copy)).model == "llava-1.5-7b"
+    assert stage_config("captions", _env(prompts_copy)).model == "llava-1.5-7b"
     path.write_text("stages: [")
     with pytest.raises(PromptError, match="cannot read stage configuration"):
-        stage_config("caption", _env(prompts_copy))
+        stage_config("captions", _env(prompts_copy))
 
 
 def test_code_version_changes_with_prompt_model_and_params(prompts_copy: Path) -> None:
@@ -271,7 +285,7 @@ def test_requests_carry_config_images_and_schema_only_for_json_prompts(
     prompts_copy: Path,
 ) -> None:
     image = ImageInput(sha256="ab" * 32, data_b64="AAAA")
-    caption = stage_config("caption", _env(prompts_copy))
+    caption = stage_config("captions", _env(prompts_copy))
     request = build_caption_request(caption, caption.prompt(), "good morning", image)
     assert request.messages[-1].images == (image,)
     assert all(not m.images for m in request.messages[:-1])
@@ -306,36 +320,36 @@ def test_image_settings_are_stage_configuration_and_change_the_code_version(
     prompts_copy: Path,
 ) -> None:
     def config(**overrides: str) -> StageConfig:
-        return stage_config("caption", _env(prompts_copy, **{"MIKO_CAPTION_PROVIDER": "openai", **overrides}))
+        return stage_config("captions", _env(prompts_copy, **{"MIKO_CAPTIONS_PROVIDER": "openai", **overrides}))
 
     default = config()
     assert default.image == ImageSettings(max_side=1024, detail=None)
     base = code_version(default, default.prompt())
     # Default settings add nothing, so versions made before image settings existed still match.
     assert "|i" not in base
-    low = config(MIKO_CAPTION_IMAGE_MAX_SIDE="512", MIKO_CAPTION_IMAGE_DETAIL="low")
+    low = config(MIKO_CAPTIONS_IMAGE_MAX_SIDE="512", MIKO_CAPTIONS_IMAGE_DETAIL="low")
     assert low.image == ImageSettings(max_side=512, detail="low")
     versions = {
         code_version(c, c.prompt())
-        for c in (low, config(MIKO_CAPTION_IMAGE_MAX_SIDE="768"), config(MIKO_CAPTION_IMAGE_DETAIL="high"))
+        for c in (low, config(MIKO_CAPTIONS_IMAGE_MAX_SIDE="768"), config(MIKO_CAPTIONS_IMAGE_DETAIL="high"))
     }
     assert base not in versions and len(versions) == 3
 
     path = prompts_copy / "stages.yaml"
     data = yaml.safe_load(path.read_text())
-    data["stages"]["caption"]["image"] = {"max_side": 512, "detail": "low"}
+    data["stages"]["captions"]["image"] = {"max_side": 512, "detail": "low"}
     path.write_text(yaml.safe_dump(data))
     assert code_version(config(), default.prompt()) == code_version(low, low.prompt())
 
-    with pytest.raises(PromptError, match="MIKO_CAPTION_IMAGE_DETAIL"):
-        config(MIKO_CAPTION_IMAGE_DETAIL="medium")
+    with pytest.raises(PromptError, match="MIKO_CAPTIONS_IMAGE_DETAIL"):
+        config(MIKO_CAPTIONS_IMAGE_DETAIL="medium")
     with pytest.raises(PromptError, match="provider 'anthropic' has no detail setting"):
-        config(MIKO_CAPTION_PROVIDER="anthropic")
+        config(MIKO_CAPTIONS_PROVIDER="anthropic")
     # The environment can clear the file's detail.
-    assert config(MIKO_CAPTION_PROVIDER="anthropic", MIKO_CAPTION_IMAGE_DETAIL="none").image == ImageSettings(
+    assert config(MIKO_CAPTIONS_PROVIDER="anthropic", MIKO_CAPTIONS_IMAGE_DETAIL="none").image == ImageSettings(
         max_side=512
     )
-    data["stages"]["caption"]["image"] = {"max_sde": 512}
+    data["stages"]["captions"]["image"] = {"max_sde": 512}
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PromptError, match="max_sde"):
         config()
@@ -345,10 +359,10 @@ def test_image_detail_travels_with_the_request_and_keys_it(prompts_copy: Path) -
     image = ImageInput(sha256="ab" * 32, data_b64="AAAA", width=640, height=480)
 
     def caption_request(**overrides: str) -> LLMRequest:
-        config = stage_config("caption", _env(prompts_copy, MIKO_CAPTION_PROVIDER="openai", **overrides))
+        config = stage_config("captions", _env(prompts_copy, MIKO_CAPTIONS_PROVIDER="openai", **overrides))
         return build_caption_request(config, config.prompt(), "good morning", image)
 
-    default, low = caption_request(), caption_request(MIKO_CAPTION_IMAGE_DETAIL="low")
+    default, low = caption_request(), caption_request(MIKO_CAPTIONS_IMAGE_DETAIL="low")
     assert default.messages[-1].images == (image,)
     assert low.messages[-1].images[0].detail == "low"
     # An image without a detail is keyed by its sha alone, as before image settings existed.

@@ -258,7 +258,7 @@ def test_miko_batch_commands_then_the_partition_is_made_from_the_cache(
     # The asset's own path for the partition: every answer from the cache, no call made.
     spec = current_stage_specs()["intentions"]
     summaries: list[RunSummary] = []
-    complete = runner_completer(LLMRunner.from_env(warehouse), "run", spec.stage, summaries)
+    complete = runner_completer(LLMRunner.from_env(warehouse), "run", spec.asset, summaries)
     run = StageRun.start(spec.config, "run", spec.code_version)
     rows = stage_rows("intentions")(*stage_inputs(warehouse, "intentions", "p1"), run, complete)
     assert (summaries[0].calls_made, summaries[0].cache_hits) == (0, calls)

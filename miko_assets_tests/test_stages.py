@@ -66,7 +66,7 @@ def test_captions_offline_path_says_what_it_is() -> None:
         described.append(path)
         return OfflineImageDescription(source="pixels", tags=(), method="test-tagger")
 
-    rows = caption_rows(_posts(), _run("caption"), ScriptedCompleter([]), describe).set_index("post_id")
+    rows = caption_rows(_posts(), _run("captions"), ScriptedCompleter([]), describe).set_index("post_id")
     assert described == ["/x/1.jpg"]
     assert rows.loc["t:1", "description_kind"] == KIND_OFFLINE and rows.loc["t:1", "provider"] == "offline"
     assert rows.loc["t:1", "description"].startswith("[offline image analysis, not a caption]")

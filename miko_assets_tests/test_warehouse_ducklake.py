@@ -85,7 +85,7 @@ def test_stage_configurations_are_recorded_and_replaced_on_both_backends(lake: W
     """A lake has no key for INSERT OR IGNORE/REPLACE: the first record of a code version stays,
     and the code location's configuration of an asset is replaced."""
     def record(version: str, model: str) -> ConfigRecord:
-        return ConfigRecord(asset="intentions", stage="intentions", code_version=version, provider="local",
+        return ConfigRecord(asset="intentions", code_version=version, provider="local",
                             model=model, prompt_name="intentions", prompt_version="v3", prompt_sha="sha", params={})
 
     for wh in (lake, Warehouse(tmp_path / "file.duckdb")):

@@ -42,7 +42,7 @@ def _generation_asset(spec: StageSpec, record: ConfigRecord | None = None) -> dg
         group_name="distill",
         kinds={"duckdb"},
         description=(
-            f"MIKO stage {spec.stage!r}: {record.in_words()}. Environment overrides: {record.overrides_in_words()}. "
+            f"MIKO stage {spec.asset!r}: {record.in_words()}. Environment overrides: {record.overrides_in_words()}. "
             f"Stale partitions and why: the check `{spec.asset}_matches_current_config`; rebuild them with "
             "`stale_backfill_job` or `miko backfill --stale`."
         ),
@@ -62,7 +62,7 @@ def _generation_asset(spec: StageSpec, record: ConfigRecord | None = None) -> dg
             f"miko/{spec.asset}/environment_overrides": record.overrides_in_words(),
         })
         summaries: list[RunSummary] = []
-        complete = runner_completer(llm.runner(wh), run_id, spec.stage, summaries, context.log)
+        complete = runner_completer(llm.runner(wh), run_id, spec.asset, summaries, context.log)
         stage_run = StageRun.start(spec.config, run_id, spec.code_version)
         rows = stage_rows(spec.asset)(*inputs, stage_run, complete)
         wh.replace_partition(spec.asset, batch, rows, replaced_by_run=run_id, unchanged_key=_SAME_GENERATION[spec.asset])

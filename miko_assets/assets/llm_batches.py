@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.llm.batch import collect_batches
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
@@ -17,7 +18,7 @@ from miko_assets.warehouse.location import DUCKLAKE_PREFIX
 @dg.sensor(
     name="llm_batch_collector",
     minimum_interval_seconds=60,
-    asset_selection=dg.AssetSelection.assets("captions", "key_info", "intentions"),
+    asset_selection=dg.AssetSelection.assets(*GENERATION_STAGES),
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Polls the provider batches submitted with `miko batch submit`; stores the answers of "
     "those that ended in the LLM call cache and materializes their partitions, served from the cache "

@@ -15,9 +15,10 @@ import os
 import dagster as dg
 
 from miko_assets.backfills import backfill_url, launch_asset_backfill
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.configuration import ConfigRecord, config_record, record_code_location
-from miko_assets.stages.staleness import GENERATION_ASSETS, stale_backfill_plan, stale_markdown, stale_report
+from miko_assets.stages.staleness import stale_backfill_plan, stale_markdown, stale_report
 from miko_assets.stages.versions import StageSpec
 from miko_assets.warehouse.warehouse import WarehouseLockTimeout
 
@@ -94,7 +95,7 @@ def stage_config_watch(records: list[ConfigRecord], checks: list[dg.AssetChecksD
 
 
 class StaleBackfillConfig(dg.Config):
-    assets: list[str] = list(GENERATION_ASSETS)
+    assets: list[str] = list(GENERATION_STAGES)
 
 
 @dg.op(description="Launch one backfill of the stale partitions of the chosen generation assets and the same partitions downstream.")

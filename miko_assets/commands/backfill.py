@@ -28,13 +28,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
+    from miko_assets.distill.config import GENERATION_STAGES
     from miko_assets.stages.configuration import active_configuration
-    from miko_assets.stages.staleness import GENERATION_ASSETS, stale_backfill_plan
+    from miko_assets.stages.staleness import stale_backfill_plan
     from miko_assets.stages.versions import current_stage_specs
 
     warehouse = open_warehouse(args)
     active = active_configuration(warehouse, current_stage_specs(), os.environ)
-    plan = stale_backfill_plan(warehouse, active.records, args.asset or GENERATION_ASSETS)
+    plan = stale_backfill_plan(warehouse, active.records, args.asset or GENERATION_STAGES)
     print(f"judged against {active.source}")
     if not plan:
         print("nothing is stale")

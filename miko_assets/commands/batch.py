@@ -11,14 +11,11 @@ from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
 from miko_assets.commands.progress import progress
-from miko_assets.stages.versions import GENERATION_STAGES
+from miko_assets.distill.config import GENERATION_STAGES
 
 if TYPE_CHECKING:
     from miko_assets.stages.batch_backfill import Materialize
     from miko_assets.warehouse.warehouse import Warehouse
-
-# Either name of a stage: its asset (`captions`) or its configuration (`caption`).
-_ASSET_OF = {name: asset for asset, stage in GENERATION_STAGES for name in (asset, stage)}
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -30,7 +27,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit = actions.add_parser(
         "submit", help="submit the calls a stage would make for a partition and are not cached yet"
     )
-    submit.add_argument("--stage", required=True, choices=sorted(_ASSET_OF))
+    submit.add_argument("--stage", required=True, choices=GENERATION_STAGES)
     submit.add_argument("--batch", required=True, help="the post_batches partition")
     submit.set_defaults(run=_submit)
 
@@ -50,7 +47,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     backfill.add_argument("--partition", action="append", help="a post_batches partition (default: all)")
     backfill.add_argument(
-        "--asset", action="append", choices=[a for a, _ in GENERATION_STAGES], help="default: all three"
+        "--asset", action="append", choices=GENERATION_STAGES, help="default: all three"
     )
     backfill.add_argument("--poll-s", type=float, default=60.0, help="seconds between polls of pending batches")
     backfill.add_argument("--dry-run", action="store_true", help="print the cost and stop")
@@ -63,16 +60,16 @@ def _submit(args: argparse.Namespace) -> int:
     from miko_assets.stages.batch_backfill import partition_requests
     from miko_assets.stages.versions import current_stage_specs
 
-    asset = _ASSET_OF[args.stage]
+    asset = args.stage
     spec = current_stage_specs()[asset]
     if spec.config.provider not in BATCH_PROVIDERS:
         raise ValueError(
-            f"stage {spec.stage!r} uses provider {spec.config.provider!r}, which has no batch API "
-            f"(set MIKO_{spec.stage.upper()}_PROVIDER to one of {', '.join(BATCH_PROVIDERS)})"
+            f"stage {asset!r} uses provider {spec.config.provider!r}, which has no batch API "
+            f"(set MIKO_{asset.upper()}_PROVIDER to one of {', '.join(BATCH_PROVIDERS)})"
         )
     warehouse = open_warehouse(args)
     requests = partition_requests(warehouse, asset, args.batch)
-    submission = submit_batch(warehouse, requests, stage=spec.stage, asset=asset, partition_key=args.batch)
+    submission = submit_batch(warehouse, requests, stage=asset, asset=asset, partition_key=args.batch)
     print(
         f"{asset} {args.batch}: {submission.requests} requests, {submission.cached} cached, "
         f"{submission.in_flight} already in a pending batch, {submission.submitted} submitted "
@@ -133,7 +130,7 @@ def _backfill(args: argparse.Namespace) -> int:
     partitions = args.partition or known_batches(warehouse)
     if not partitions:
         raise LookupError("no partitions to backfill: ingest a dataset first")
-    assets = args.asset or [a for a, _ in GENERATION_STAGES]
+    assets = args.asset or list(GENERATION_STAGES)
     return batch_backfill({asset: partitions for asset in assets}, warehouse, args.poll_s, args.dry_run)
 
 

@@ -38,11 +38,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _estimate(args: argparse.Namespace) -> int:
     from miko_assets.datasets.registry import load_posts
-    from miko_assets.distill.config import stage_config
+    from miko_assets.distill.config import GENERATION_STAGES, stage_config
     from miko_assets.llm.costs import PriceTable
     from miko_assets.resources import default_warehouse_path
     from miko_assets.stages.estimate import (
-        STAGES,
         SamplePost,
         estimate_teacher,
         recorded_answer_lengths,
@@ -66,7 +65,7 @@ def _estimate(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} holds no posts to render the prompts from")
 
     models = args.model or list(
-        dict.fromkeys(f"{c.provider}/{c.model}" for c in (stage_config(s) for s in STAGES))
+        dict.fromkeys(f"{c.provider}/{c.model}" for c in (stage_config(s) for s in GENERATION_STAGES))
     )
     warehouse_path = Path(args.warehouse or default_warehouse_path())
     # Measured answer lengths come from an existing warehouse; none is created to find none.

@@ -103,6 +103,7 @@ def _retry_failed(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from miko_assets.definitions import defs
+    from miko_assets.distill.config import GENERATION_STAGES
     from miko_assets.instance import open_instance
     from miko_assets.stages.failures import failed_partitions
 
@@ -112,7 +113,7 @@ def _retry_failed(args: argparse.Namespace) -> int:
         print("no failed generations")
         return 0
     # A partition is re-run from its first failed stage on, so later stages see the fixed rows.
-    order = ["captions", "key_info", "intentions"]
+    order = list(GENERATION_STAGES)
     batches = sorted({b for per_asset in failed.values() for b in per_asset})
     ok = True
     with open_instance() as instance, progress("retry-failed", len(batches), "partitions") as shown:

@@ -109,11 +109,11 @@ def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def stage_of(body: dict[str, Any]) -> str:
-    """`caption`, `key_info`, `intentions` or `text`, from the images, schema or prompt of a body."""
+    """`captions`, `key_info`, `intentions` or `text`, from the images, schema or prompt of a body."""
     messages = body.get("messages", [])
     if any(isinstance(m.get("content"), list)
            and any(p.get("type") == "image_url" for p in m["content"]) for m in messages):
-        return "caption"
+        return "captions"
     properties = (_schema_of(body) or {}).get("properties", {})
     prompt = " ".join(text_of(m.get("content") or "") for m in messages if m.get("role") == "user")
     if "xWant" in properties or "Intention1" in prompt:
@@ -132,7 +132,7 @@ def stage_answer(body: dict[str, Any], key: str) -> str:
     topic = " ".join(words[:2]).lower()
     stage = stage_of(body)
     wants_json = _schema_of(body) is not None
-    if stage == "caption":
+    if stage == "captions":
         return (f"The image shows a {rng.choice(_VOCABULARY)} scene related to {topic}, with "
                 f"{rng.randint(1, 5)} people in warm light and a {rng.choice(_VOCABULARY)} in the background.")
     if stage == "key_info":
@@ -211,7 +211,7 @@ class MikoAnswerServer:
             return web.Response(text='{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json")
         self.answered[key] += 1
         if fault == "bad_answer":
-            content = "" if stage_of(body) == "caption" else "I'm sorry, I am not able to answer in that format."
+            content = "" if stage_of(body) == "captions" else "I'm sorry, I am not able to answer in that format."
         else:
             content = stage_answer(body, key)
         n_prompt = prompt_tokens(body)

@@ -16,10 +16,10 @@ from typing import Any
 from PIL import Image
 
 from miko_assets.devtools.dagster_dev import DagsterUI, project_env
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.warehouse.warehouse import Warehouse
 
-GENERATION_STAGES = ("caption", "key_info", "intentions")
-DISTILL_ASSETS = ["posts", "captions", "key_info", "intentions"]
+DISTILL_ASSETS = ["posts", *GENERATION_STAGES]
 MODEL = "gpt-4o-mini"
 _SUBJECTS = ("Monday", "the train", "my coffee", "this weather", "the exam", "our team", "the concert",
              "traffic", "the new phone", "my garden", "dinner", "the deadline", "the beach", "homework")

@@ -39,6 +39,11 @@ from miko_assets.llm.models import (
 CONFIG_ENV = "MIKO_CONFIG"
 PROFILES_DIR = "profiles"
 _PROFILE_NAME = re.compile(r"^[a-z0-9_-]+$")
+# The generation stages in pipeline order, each named as its asset and its table.
+GENERATION_STAGES = ("captions", "key_info", "intentions")
+# A stage renamed to its asset's name -> its old name. Settings under the old name are refused
+# with the new one: ignoring them would silently run another model than the one asked for.
+RENAMED_STAGES = {"captions": "caption"}
 # The providers whose API takes an image `detail`.
 DETAIL_PROVIDERS = frozenset({"openai"})
 
@@ -149,6 +154,7 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
         stages = _StagesFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise PromptError(f"cannot read stage configuration {path}: {exc}") from exc
+    _refuse_old_name(stage, stages.stages, env, path)
     entry = stages.stages.get(stage)
     if entry is None:
         raise PromptError(f"unknown stage {stage!r}; {path} defines {', '.join(stages.stages)}")
@@ -189,6 +195,19 @@ def stage_config(stage: str, env: Mapping[str, str] = os.environ) -> StageConfig
         endpoint=provider_endpoint(settings["provider"], env),
         **settings,
     )
+
+
+def _refuse_old_name(stage: str, entries: Mapping[str, Any], env: Mapping[str, str], path: Path) -> None:
+    old = RENAMED_STAGES.get(stage)
+    if old is None:
+        return
+    old_prefix, new_prefix = f"MIKO_{old.upper()}_", f"MIKO_{stage.upper()}_"
+    old_vars = [old_prefix + suffix for suffix in _ENV_SETTINGS if env.get(old_prefix + suffix)]
+    if old_vars:
+        new_vars = ", ".join(name.replace(old_prefix, new_prefix) for name in old_vars)
+        raise PromptError(f"the stage {old!r} is now named {stage!r}: rename {', '.join(old_vars)} to {new_vars}")
+    if old in entries and stage not in entries:
+        raise PromptError(f"{path}: the stage {old!r} is now named {stage!r}: rename it there")
 
 
 def stage_env_overrides(stage: str, env: Mapping[str, str] = os.environ) -> dict[str, str]:

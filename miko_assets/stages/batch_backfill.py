@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.llm.batch import collect_batches, list_batches, submit_batch
 from miko_assets.llm.batch_api import BATCH_PROVIDERS
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR, PriceTable
@@ -30,12 +31,7 @@ from miko_assets.stages.estimate import (
     estimate_stages,
     recorded_answer_lengths,
 )
-from miko_assets.stages.versions import (
-    GENERATION_STAGES,
-    current_stage_specs,
-    stage_inputs,
-    stage_rows,
-)
+from miko_assets.stages.versions import current_stage_specs, stage_inputs, stage_rows
 from miko_assets.warehouse.warehouse import Warehouse
 
 Materialize = Callable[[str, Sequence[str]], None]
@@ -91,13 +87,13 @@ def backfill_estimate(
     if not rows:
         raise LookupError(f"no posts in partitions {', '.join(partitions)}: materialize `posts` first")
     sample = [SamplePost(text, Path(image) if image else None) for text, image in rows]
-    configs = {spec.stage: spec.config for spec in current_stage_specs(env).values()}
+    configs = {spec.asset: spec.config for spec in current_stage_specs(env).values()}
     return estimate_stages(configs, sample, len(sample), PriceTable.load(env=env), recorded_answer_lengths(warehouse))
 
 
 def describe_costs(estimate: TeacherEstimate, assets: Sequence[str]) -> str:
     """One line: the upper bound (and expected cost, when measured) online and in batch."""
-    stages = {stage for asset, stage in GENERATION_STAGES if asset in assets}
+    stages = set(assets)
     rows = [r for r in (estimate.caption_at(estimate.configured_image), *estimate.later) if r.stage in stages]
     upper = sum(r.upper_usd for r in rows)
     text = (
@@ -129,7 +125,7 @@ def run_batch_backfill(
     """Route the backfill of each asset's partitions through the batch APIs, stage by stage."""
     specs = current_stage_specs(env)
     outcomes: list[StageOutcome] = []
-    for asset, stage in GENERATION_STAGES:
+    for asset in GENERATION_STAGES:
         partitions = list(partitions_by_asset.get(asset, ()))
         if not partitions:
             continue
@@ -145,7 +141,7 @@ def run_batch_backfill(
                 warehouse,
                 partition_requests(warehouse, asset, partition, env),
                 env,
-                stage=stage,
+                stage=asset,
                 asset=asset,
                 partition_key=partition,
             )

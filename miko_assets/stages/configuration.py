@@ -32,7 +32,6 @@ class ConfigRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     asset: str
-    stage: str
     code_version: str
     provider: str
     model: str
@@ -61,7 +60,6 @@ def config_record(spec: StageSpec, env: Mapping[str, str]) -> ConfigRecord:
     config = spec.config
     return ConfigRecord(
         asset=spec.asset,
-        stage=spec.stage,
         code_version=spec.code_version,
         provider=config.provider,
         model=config.model,
@@ -70,7 +68,7 @@ def config_record(spec: StageSpec, env: Mapping[str, str]) -> ConfigRecord:
         prompt_sha=config.prompt().sha,
         params={k: v for k, v in config.params.model_dump().items() if v is not None},
         image=config.image.describe() if config.image != ImageSettings() else None,
-        env_overrides=stage_env_overrides(spec.stage, env),
+        env_overrides=stage_env_overrides(spec.asset, env),
     )
 
 

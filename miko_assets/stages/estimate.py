@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from miko_assets.distill.caption import build_caption_request
 from miko_assets.distill.config import (
     DETAIL_PROVIDERS,
+    GENERATION_STAGES,
+    RENAMED_STAGES,
     ImageSettings,
     StageConfig,
     stage_config,
@@ -50,7 +52,6 @@ from miko_assets.llm.models import ImageInput, LLMRequest
 from miko_assets.warehouse.schema import LLM_CALLS
 from miko_assets.warehouse.warehouse import Warehouse
 
-STAGES = ("caption", "key_info", "intentions")
 IMAGE_SIDES = (1024, 768, 512)
 # OpenAI looks at a 512x512 version of a low-detail image, so larger ones only cost bandwidth.
 LOW_DETAIL = ImageSettings(max_side=512, detail="low")
@@ -124,13 +125,20 @@ def image_choices(provider: str, configured: ImageSettings) -> list[ImageSetting
 def recorded_answer_lengths(warehouse: Warehouse) -> dict[tuple[str, str], AnswerLength]:
     """(stage, model) -> mean answer tokens of the `ok` calls recorded in `llm_calls`."""
     rows = warehouse.rows(
-        f"SELECT stage, model, count(*), avg(tokens_out) FROM {LLM_CALLS.name} "
+        f"SELECT stage, model, count(*), sum(tokens_out) FROM {LLM_CALLS.name} "
         "WHERE status = ? AND stage IS NOT NULL AND tokens_out > 0 GROUP BY stage, model",
         ["ok"],
     )
+    # Calls recorded before a stage was renamed count under its name of today.
+    new_name = {old: new for new, old in RENAMED_STAGES.items()}
+    totals: dict[tuple[str, str], tuple[int, float]] = {}
+    for stage, model, n, tokens in rows:
+        key = (new_name.get(stage, stage), model)
+        calls, total = totals.get(key, (0, 0.0))
+        totals[key] = (calls + n, total + float(tokens))
     return {
-        (stage, model): AnswerLength(calls=n, mean_tokens=float(mean), model=model)
-        for stage, model, n, mean in rows
+        (stage, model): AnswerLength(calls=n, mean_tokens=total / n, model=model)
+        for (stage, model), (n, total) in totals.items()
     }
 
 
@@ -150,11 +158,11 @@ def teacher_configs(teacher: str, env: Mapping[str, str] = os.environ) -> dict[s
     if not provider or not model:
         raise ValueError(f"a teacher is provider/model, e.g. openai/gpt-4o-mini, not {teacher!r}")
     env = dict(env)
-    for stage in STAGES:
+    for stage in GENERATION_STAGES:
         env[f"MIKO_{stage.upper()}_PROVIDER"], env[f"MIKO_{stage.upper()}_MODEL"] = provider, model
         if provider not in DETAIL_PROVIDERS:  # a detail configured for OpenAI means nothing here
             env[f"MIKO_{stage.upper()}_IMAGE_DETAIL"] = "none"
-    return {stage: stage_config(stage, env) for stage in STAGES}
+    return {stage: stage_config(stage, env) for stage in GENERATION_STAGES}
 
 
 def estimate_teacher(
@@ -182,7 +190,7 @@ def estimate_stages(
     if not sample:
         raise ValueError("no sample posts to render the prompts from")
     scale = posts / len(sample)
-    answers = {stage: answer_length_for(lengths, stage, configs[stage].model) for stage in STAGES}
+    answers = {stage: answer_length_for(lengths, stage, configs[stage].model) for stage in GENERATION_STAGES}
 
     def stage_estimate(
         stage: str, build: Callable[[SamplePost, bool], Sequence[LLMRequest]], image: ImageSettings | None = None
@@ -206,10 +214,10 @@ def estimate_stages(
         )
 
     texts = _UpstreamTexts(configs, answers)
-    caption_config = configs["caption"]
+    caption_config = configs["captions"]
     caption_price = prices.price_for(caption_config.provider, caption_config.model)
     caption = [
-        stage_estimate("caption", _caption_builder(caption_config, image, caption_price), image)
+        stage_estimate("captions", _caption_builder(caption_config, image, caption_price), image)
         for image in image_choices(caption_config.provider, caption_config.image)
     ]
     later = [
@@ -230,7 +238,7 @@ def estimate_stages(
             ),
         ),
     ]
-    models = dict.fromkeys(f"{configs[s].provider}/{configs[s].model}" for s in STAGES)
+    models = dict.fromkeys(f"{configs[s].provider}/{configs[s].model}" for s in GENERATION_STAGES)
     return TeacherEstimate(
         teacher=", ".join(models),
         posts=posts,
@@ -285,7 +293,7 @@ class _UpstreamTexts:
         return self._configs[stage].params.max_tokens
 
     def caption(self, expected: bool) -> str:
-        return text_of_tokens(self._tokens("caption", expected))
+        return text_of_tokens(self._tokens("captions", expected))
 
     def key_info(self, expected: bool) -> KeyInfo:
         per_field = self._tokens("key_info", expected) // len(KEY_INFO_FIELDS)
@@ -343,7 +351,7 @@ def report(estimates: Sequence[TeacherEstimate], source: str) -> str:
             lines.append("Expected answer lengths, from calls recorded in llm_calls: " + "; ".join(
                 f"{stage} {a.mean_tokens:,.0f} tokens ({a.calls} calls of {a.model})" for stage, a in measured.items()
             ) + ".")
-        missing = [s for s in STAGES if s not in measured]
+        missing = [s for s in GENERATION_STAGES if s not in measured]
         if missing:
             lines.append(f"No expected cost for {', '.join(missing)}: no calls of that stage are recorded yet.")
         lines.append("")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from miko_assets.stages.versions import GENERATION_STAGES
+from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse
 
@@ -10,7 +10,7 @@ from miko_assets.warehouse.warehouse import Warehouse
 def failed_partitions(warehouse: Warehouse) -> dict[str, dict[str, int]]:
     """asset -> {batch: failed rows} for every generation asset with `failed` rows."""
     found: dict[str, dict[str, int]] = {}
-    for asset, _ in GENERATION_STAGES:
+    for asset in GENERATION_STAGES:
         table = TABLES[asset].name
         rows = warehouse.rows(
             f"SELECT batch, count(*) FROM {table} WHERE status = 'failed' GROUP BY batch ORDER BY batch"

@@ -6,11 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from miko_assets.stages.configuration import ConfigRecord, changes, recorded_configs
-from miko_assets.stages.versions import GENERATION_STAGES, STAGE_UPSTREAM
+from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.stages.versions import STAGE_UPSTREAM
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse
-
-GENERATION_ASSETS = tuple(asset for asset, _ in GENERATION_STAGES)
 
 
 def stale_partitions(warehouse: Warehouse, table: str, current_code_version: str) -> dict[str, list[str]]:
@@ -69,11 +68,11 @@ def backfill_plan(stale: Mapping[str, Iterable[str]], chosen: Iterable[str]) -> 
     """asset -> partitions to rebuild: the stale partitions of the chosen assets, and the same
     partitions of every generation asset downstream of them (their input is about to change)."""
     chosen = set(chosen)
-    unknown = chosen - set(GENERATION_ASSETS)
+    unknown = chosen - set(GENERATION_STAGES)
     if unknown:
-        raise ValueError(f"unknown asset {', '.join(sorted(unknown))}: choose among {', '.join(GENERATION_ASSETS)}")
+        raise ValueError(f"unknown asset {', '.join(sorted(unknown))}: choose among {', '.join(GENERATION_STAGES)}")
     plan: dict[str, set[str]] = {}
-    for asset in GENERATION_ASSETS:  # upstream first
+    for asset in GENERATION_STAGES:  # upstream first
         partitions = set(stale.get(asset, ())) if asset in chosen else set()
         for upstream in STAGE_UPSTREAM[asset]:
             partitions |= plan.get(upstream, set())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from miko_assets.distill.config import StageConfig, code_version, stage_config
+from miko_assets.distill.config import GENERATION_STAGES, StageConfig, code_version, stage_config
 from miko_assets.stages.captions import caption_rows, captions_code_version
 from miko_assets.stages.intentions import intention_rows
 from miko_assets.stages.key_info import key_info_rows
@@ -17,15 +17,14 @@ from miko_assets.warehouse.warehouse import Warehouse
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A generation asset's table, the stage whose configuration drives it, and its code version."""
+    """A generation stage: its name (the asset, its table and its entry in `prompts/stages.yaml`),
+    its configuration and its code version."""
 
     asset: str
-    stage: str
     config: StageConfig
     code_version: str
 
 
-GENERATION_STAGES = (("captions", "caption"), ("key_info", "key_info"), ("intentions", "intentions"))
 # The tables each generation asset reads for a partition, in the order its row builder takes them.
 STAGE_UPSTREAM = {
     "captions": ("posts",),
@@ -55,10 +54,10 @@ def stage_rows(asset: str) -> Callable[..., pd.DataFrame]:
 def current_stage_specs(env: Mapping[str, str] = os.environ) -> dict[str, StageSpec]:
     """asset name -> spec, from `prompts/stages.yaml` and the `MIKO_*` overrides in `env`."""
     specs = {}
-    for asset, stage in GENERATION_STAGES:
-        config = stage_config(stage, env)
+    for asset in GENERATION_STAGES:
+        config = stage_config(asset, env)
         version = code_version(config, config.prompt())
         if asset == "captions":
             version = captions_code_version(version, config.provider)
-        specs[asset] = StageSpec(asset, stage, config, version)
+        specs[asset] = StageSpec(asset, config, version)
     return specs

@@ -45,7 +45,7 @@ from miko_assets.distill.intentions import build_intentions_request
 from miko_assets.distill.key_info import MISSING_FIELD, KeyInfo, build_key_info_request
 from miko_assets.distill.prompts import all_prompts
 from miko_assets.distill.relations import RELATIONS
-from miko_assets.ingest.batches import batch_key
+from miko_assets.ingest.keys import batch_key
 from miko_assets.llm.costs import PriceTable
 from miko_assets.llm.models import ImageInput
 from miko_assets.stages.knowledge_base import (

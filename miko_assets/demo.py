@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from miko_assets.assets.ingest import register_batches
 from miko_assets.commands.progress import progress
 from miko_assets.distill.quality import format_quality_floor
-from miko_assets.ingest.batches import batch_prefix, ingest_file
+from miko_assets.ingest.batches import ingest_file
+from miko_assets.ingest.keys import batch_prefix
 from miko_assets.instance import open_instance
+from miko_assets.partitions import register_batches
 from miko_assets.stages.knowledge_base import intention_quality
 from miko_assets.warehouse.warehouse import Warehouse
 

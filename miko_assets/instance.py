@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -18,8 +17,8 @@ def open_instance() -> dg.DagsterInstance:
     cwd = Path.cwd()
     home = cwd / ".dagster_home"
     home.mkdir(exist_ok=True)
-    config_dir = cwd if (cwd / "dagster.yaml").exists() else home
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(config_dir)))
+    # The repository's dagster.yaml puts every store under ./.dagster_home itself.
+    return dg.DagsterInstance.from_config(str(cwd if (cwd / "dagster.yaml").exists() else home))
 
 
 LOST_RUN_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from miko_assets.llm.runner import LLMRunner
-from miko_assets.warehouse.location import DATA_PATH_SETTING, DUCKLAKE_PREFIX, WAREHOUSE_SETTING, parse_location
+from miko_assets.warehouse.location import (
+    DATA_PATH_SETTING,
+    DUCKLAKE_PREFIX,
+    WAREHOUSE_SETTING,
+    default_warehouse_path,
+    parse_location,
+)
 from miko_assets.warehouse.warehouse import Warehouse
 
-DEFAULT_WAREHOUSE = "warehouse.duckdb"
 BACKFILL_TAG = "dagster/backfill"
-
-
-def default_warehouse_path() -> str:
-    """`MIKO_WAREHOUSE`, else `warehouse.duckdb` in the current directory, as an absolute path
-    (a `ducklake:` setting as it is)."""
-    value = os.environ.get(WAREHOUSE_SETTING, DEFAULT_WAREHOUSE)
-    return value if value.startswith(DUCKLAKE_PREFIX) else str(Path(value).resolve())
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -118,3 +118,34 @@ def request(provider: str, text: str, schema: bool = True, model: str | None = N
         output_schema=Answer.model_json_schema() if schema else None,
         schema_name="Answer" if schema else None,
     )
+
+
+# What `miko` must not load for a command that does not use it: Dagster and the asset
+# definitions (seconds of imports, and settings the command does not read), the LLM SDKs.
+HEAVY_MODULES = ("dagster", "miko_assets.definitions", "miko_assets.assets", "miko_assets.resources",
+                 "anthropic", "openai", "llama_cpp")
+_RUN_MIKO = """
+import json, sys
+from miko_assets.cli import main
+codes = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        codes.append(main(argv))
+    except SystemExit as exit:
+        codes.append(exit.code)
+print("\\nMODULES " + json.dumps({"codes": codes, "modules": sorted(sys.modules)}))
+"""
+
+
+def miko_imports(argvs: list[list[str]], cwd: Path, env: dict[str, str] | None = None) -> tuple[list[int], set[str], str]:
+    """Run `miko` with each argv in turn in one fresh interpreter: (exit codes, every module it
+    imported, what it printed)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _RUN_MIKO, json.dumps(argvs)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    printed, _, report = proc.stdout.rpartition("\nMODULES ")
+    found = json.loads(report)
+    return found["codes"], set(found["modules"]), printed + proc.stderr

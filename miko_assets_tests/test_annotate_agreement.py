@@ -15,8 +15,8 @@ from miko_assets.annotate.agreement import (
     counts_matrix,
     fleiss_kappa,
     krippendorff_alpha,
-    majority_vote,
 )
+from miko_assets.annotate.models import majority_vote
 
 NAN = math.nan
 

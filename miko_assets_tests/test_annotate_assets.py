@@ -33,7 +33,6 @@ from miko_assets.assets.annotate import (
     intention_benchmark_asset,
     llm_annotations_asset,
 )
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.cli import main as miko
 from miko_assets.distill.config import stage_config
@@ -41,6 +40,7 @@ from miko_assets.distill.relations import RELATION_NAMES, RELATIONS_BY_NAME
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.instance import open_instance
 from miko_assets.llm.models import LLMRequest, LLMResponse
+from miko_assets.partitions import register_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.annotation import SamplingConfig, read_human_annotations, read_tasks
 from miko_assets.stages.benchmark import BenchmarkConfig, Generator, benchmark_posts, score_generations

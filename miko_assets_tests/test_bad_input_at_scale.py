@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image
 
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.ingest.posts import MAX_TEXT_CHARS
+from miko_assets.partitions import register_batches
 from miko_assets.resources import WarehouseResource
 from miko_assets.warehouse.warehouse import Warehouse
 

@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 
 from miko_assets import cli
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.distill.config import GENERATION_STAGES
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR
+from miko_assets.partitions import register_batches
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.batch_backfill import run_batch_backfill
 from miko_assets.warehouse.warehouse import Warehouse

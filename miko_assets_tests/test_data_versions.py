@@ -12,10 +12,10 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from miko_assets.assets.distill import _generation_asset
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.ingest.batches import ingest_file
+from miko_assets.partitions import register_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.stages.common import data_version
 from miko_assets.stages.versions import current_stage_specs

@@ -13,11 +13,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.cli import main
 from miko_assets.devtools.dagster_dev import prepare_workdir, project_env
 from miko_assets.ingest.batches import IngestRefused, ingest_file
+from miko_assets.partitions import register_batches
 from miko_assets.resources import WarehouseResource
 from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse

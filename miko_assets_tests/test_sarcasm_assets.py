@@ -12,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from miko_assets.assets.ingest import register_batches
 from miko_assets.assets.posts import posts
 from miko_assets.assets.sarcasm import sarcasm_dataset, sarcasm_student
 from miko_assets.definitions import batch_assets, distill_job, sarcasm_student_job
 from miko_assets.ingest.batches import ingest_file
+from miko_assets.partitions import register_batches
 from miko_assets.resources import LLMResource, WarehouseResource
 from miko_assets.sarcasm.dataset import INTENT_ID_COLUMNS
 from miko_assets.sarcasm.students import student_variants

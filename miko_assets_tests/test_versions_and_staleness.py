@@ -26,7 +26,7 @@ from miko_assets.stages.versions import current_stage_specs
 from miko_assets.warehouse.lineage import UnknownIntention, diff_markdown, intention_card, intention_diff
 from miko_assets.warehouse.schema import INTENTIONS, SCHEMA
 from miko_assets.warehouse.warehouse import Warehouse
-from miko_assets_tests.conftest import lake_warehouse
+from miko_assets_tests.conftest import HEAVY_MODULES, lake_warehouse, miko_imports
 
 BATCH = "b-0000"
 COOLER = {"MIKO_INTENTIONS_TEMPERATURE": "0.1"}
@@ -121,6 +121,20 @@ def test_miko_lineage_by_version_and_diff(tmp_path: Path, capsys: pytest.Capture
     assert main(["--warehouse", str(wh.path), "lineage", old.loc[0, "intention_id"], "--diff"]) == 0
     out = capsys.readouterr().out
     assert "why: temperature 0.3 → 0.1" in out and "'warm thing 0' → 'cool thing 0'" in out
+
+
+def test_miko_lineage_loads_neither_dagster_nor_the_llm_layer(tmp_path: Path) -> None:
+    """It answers in well under a second from the command line only if it imports little."""
+    wh = Warehouse(tmp_path / "w.duckdb")
+    old = _materialize(wh, {}, "run-1", "warm")
+    _materialize(wh, COOLER, "run-2", "cool")
+    intention_id, old_version = old.loc[0, "intention_id"], old.loc[0, "version_id"]
+    base = ["--warehouse", str(wh.path), "lineage"]
+    codes, modules, printed = miko_imports(
+        [[*base, intention_id], [*base, old_version, "--json"], [*base, intention_id, "--diff"]], tmp_path
+    )
+    assert codes == [0, 0, 0] and f'"version_id": "{old_version}"' in printed, printed
+    assert not modules & {*HEAVY_MODULES, "miko_assets.llm.runner", "miko_assets.stages.versions"}
 
 
 def test_rows_from_before_version_ids_get_one_when_the_column_is_added(tmp_path: Path) -> None:

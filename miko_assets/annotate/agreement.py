@@ -166,24 +166,6 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def majority_vote(
-    labels: Iterable[Hashable | None], tie_breaker: Sequence[Hashable] = ()
-) -> Hashable | None:
-    """The most frequent label (None values ignored).
-
-    On a tie, the first tied label in `tie_breaker` wins; with no tie-breaker covering the
-    tie (the default), the vote is undecided and None is returned.
-    """
-    counts = Counter(label for label in labels if label is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    tied = [label for label, count in counts.items() if count == top]
-    if len(tied) == 1:
-        return tied[0]
-    return next((label for label in tie_breaker if label in tied), None)
-
-
 def counts_matrix(
     ratings_per_item: Iterable[Iterable[Hashable]], categories: Sequence[Hashable]
 ) -> np.ndarray:

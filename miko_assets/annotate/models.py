@@ -1,15 +1,15 @@
-"""Records shared by the annotation modules: stages, label vocabularies, one human judgement."""
+"""Records shared by the annotation modules: stages, label vocabularies, one human judgement
+and the consensus of several."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
-
-from miko_assets.annotate.agreement import majority_vote
 
 Stage = Literal["plausibility", "typicality"]
 STAGES: tuple[Stage, ...] = ("plausibility", "typicality")
@@ -92,6 +92,24 @@ def intention_text_sha(text: str) -> str:
 def annotation_key(*parts: object) -> str:
     """A short stable hash of the parts that identify one judgement."""
     return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:32]
+
+
+def majority_vote(
+    labels: Iterable[Hashable | None], tie_breaker: Sequence[Hashable] = ()
+) -> Hashable | None:
+    """The most frequent label (None values ignored).
+
+    On a tie, the first tied label in `tie_breaker` wins; with no tie-breaker covering the
+    tie (the default), the vote is undecided and None is returned.
+    """
+    counts = Counter(label for label in labels if label is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    tied = [label for label, count in counts.items() if count == top]
+    if len(tied) == 1:
+        return tied[0]
+    return next((label for label in tie_breaker if label in tied), None)
 
 
 def consensus_label(stage: Stage, labels: Iterable[object]) -> str | None:

@@ -26,13 +26,11 @@ from miko_assets.stages.annotation import (
 )
 from miko_assets.stages.benchmark import BenchmarkConfig, benchmark_posts, generate, score_generations
 from miko_assets.stages.common import StageRun, runner_completer
-from miko_assets.stages.human_annotations import ImportOutcome, annotation_counts, reimport_known_sources
+from miko_assets.stages.human_annotations import annotation_counts, reimport_known_sources
 from miko_assets.stages.judging import JUDGE_STAGES, JudgeSpec, judge_tasks
 from miko_assets.warehouse.prompts import register_prompts
-from miko_assets.warehouse.warehouse import Warehouse
 
 GROUP = "annotate"
-HUMAN_ANNOTATIONS_KEY = dg.AssetKey("human_annotations")
 
 
 def _table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -134,18 +132,6 @@ def llm_annotations_asset(judges: JudgeSpec) -> dg.AssetsDefinition:
         )
 
     return llm_annotations
-
-
-def record_import(instance: dg.DagsterInstance, outcome: ImportOutcome, warehouse: Warehouse) -> None:
-    """Record a command-line import as a materialization of `human_annotations`."""
-    total = warehouse.rows("SELECT count(*) FROM human_annotations")[0][0]
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=HUMAN_ANNOTATIONS_KEY,
-            description=f"imported {outcome.kind} file {outcome.source}",
-            metadata={**outcome.as_metadata(), "source_path": dg.MetadataValue.path(outcome.path), "dagster/row_count": total},
-        )
-    )
 
 
 @dg.asset(

@@ -1,13 +1,12 @@
-"""Ingestion from the UI: a job whose config names a dataset file, and partition registration."""
+"""Ingestion from the UI: a job whose config names a dataset file."""
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy.exc import IntegrityError
 
-from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report, known_batches
-from miko_assets.partitions import post_batches
+from miko_assets.ingest.batches import ingest_file, ingest_report
+from miko_assets.ingest.keys import DEFAULT_BATCH_SIZE
+from miko_assets.partitions import register_batches
 from miko_assets.resources import WarehouseResource
-from miko_assets.warehouse.warehouse import Warehouse
 
 
 class IngestConfig(dg.Config):
@@ -19,27 +18,6 @@ class IngestConfig(dg.Config):
     second_copy: bool = Field(
         default=False, description="add posts already ingested under another split again, under this split"
     )
-
-
-def register_batches(instance: dg.DagsterInstance, warehouse: Warehouse) -> list[str]:
-    """Add every batch the warehouse knows to the `post_batches` partitions; returns the added ones.
-
-    Another process (a second ingest) may add some of them at the same moment: then the
-    instance refuses the duplicates and what is still missing is added again."""
-    known = known_batches(warehouse)
-    attempts = 5
-    for attempt in range(attempts):
-        existing = set(instance.get_dynamic_partitions(post_batches.name))
-        missing = [b for b in known if b not in existing]
-        if not missing:
-            break
-        try:
-            instance.add_dynamic_partitions(post_batches.name, missing)
-            break
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
-    return missing
 
 
 @dg.op(description="Load a dataset file into new post_batches partitions (idempotent).")

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from miko_assets.annotate.models import STAGES
 from miko_assets.commands.common import open_warehouse
-from miko_assets.stages.human_annotations import ImportKind
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from miko_assets.stages.human_annotations import ImportOutcome
+    from miko_assets.warehouse.warehouse import Warehouse
 
 LOCAL_FILES_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
@@ -52,15 +58,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from miko_assets.assets.annotate import record_import
     from miko_assets.instance import open_instance
     from miko_assets.stages.human_annotations import import_file
 
-    kind: ImportKind = args.kind
     warehouse = open_warehouse(args, create=True)
-    outcome = import_file(warehouse, kind, args.path)
+    outcome = import_file(warehouse, args.kind, args.path)
     with open_instance() as instance:
-        record_import(instance, outcome, warehouse)
+        _record_import(instance, outcome, warehouse)
     print(
         f"{outcome.source} (sha256 {outcome.source_sha256[:12]}): {outcome.rows_read} annotations read, "
         f"{outcome.rows_added} added, {outcome.rows_read - outcome.rows_added} already stored"
@@ -68,3 +72,18 @@ def _import(args: argparse.Namespace) -> int:
     for reason in outcome.skipped:
         print(f"  skipped: {reason}")
     return 0
+
+
+def _record_import(instance: dg.DagsterInstance, outcome: ImportOutcome, warehouse: Warehouse) -> None:
+    """Record the import as a materialization of `human_annotations`, so the UI shows it. Not
+    through the asset definitions: building them reads settings this command does not use."""
+    import dagster as dg
+
+    total = warehouse.rows("SELECT count(*) FROM human_annotations")[0][0]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=dg.AssetKey("human_annotations"),
+            description=f"imported {outcome.kind} file {outcome.source}",
+            metadata={**outcome.as_metadata(), "source_path": dg.MetadataValue.path(outcome.path), "dagster/row_count": total},
+        )
+    )

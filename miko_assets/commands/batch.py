@@ -166,8 +166,8 @@ def _in_process_materializer(warehouse: Warehouse) -> Materialize:
     import dagster as dg
 
     from miko_assets.assets.distill import generation_assets_for
-    from miko_assets.assets.ingest import register_batches
     from miko_assets.instance import open_instance
+    from miko_assets.partitions import register_batches
     from miko_assets.resources import WarehouseResource, llm_resource_from_env
     from miko_assets.stages.batch_backfill import MaterializationFailed
 

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from miko_assets.warehouse.location import redact
 
 CONNECT_TIMEOUT_S = 5
@@ -51,6 +49,8 @@ def _warehouse(args: argparse.Namespace) -> str:
 
 def _instance_config() -> tuple[Path, dict[str, Any]]:
     """The dagster.yaml `miko` and Dagster use here: `$DAGSTER_HOME/`, else `./` (see instance.py)."""
+    import yaml
+
     folder = Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else Path.cwd()
     path = folder / "dagster.yaml"
     return path, (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}

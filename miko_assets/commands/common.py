@@ -1,15 +1,22 @@
-"""What every `miko` command shares."""
+"""What every `miko` command shares.
+
+Command modules import only light modules at their top (names, defaults, argparse); each
+command imports what it runs when it runs. So `miko <command> --help` answers at once, and a
+setting that only one part of the project reads cannot break a command that does not use it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from miko_assets.env_values import env_number
-from miko_assets.resources import default_warehouse_path
-from miko_assets.warehouse.location import DUCKLAKE_PREFIX
-from miko_assets.warehouse.warehouse import Warehouse
+from miko_assets.warehouse.location import DUCKLAKE_PREFIX, default_warehouse_path
+
+if TYPE_CHECKING:
+    from miko_assets.warehouse.warehouse import Warehouse
 
 # How long a command waits for another process (a run, another command) to release the file.
 LOCK_TIMEOUT_ENV = "MIKO_WAREHOUSE_LOCK_TIMEOUT_S"
@@ -24,6 +31,8 @@ def warehouse_setting(args: argparse.Namespace) -> str:
 def open_warehouse(args: argparse.Namespace, create: bool = False) -> Warehouse:
     """The warehouse, with its schema. A missing file is created only when `create` is set (and
     `main` removes it again if the command then fails, so a mistyped path leaves nothing)."""
+    from miko_assets.warehouse.warehouse import Warehouse
+
     setting = warehouse_setting(args)
     timeout = env_number(os.environ, LOCK_TIMEOUT_ENV)
     lock_timeout_s = DEFAULT_LOCK_TIMEOUT_S if timeout is None else timeout

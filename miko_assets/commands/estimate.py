@@ -40,13 +40,13 @@ def _estimate(args: argparse.Namespace) -> int:
     from miko_assets.datasets.registry import load_posts
     from miko_assets.distill.config import GENERATION_STAGES, stage_config
     from miko_assets.llm.costs import PriceTable
-    from miko_assets.resources import default_warehouse_path
     from miko_assets.stages.estimate import (
         SamplePost,
         estimate_teacher,
         recorded_answer_lengths,
         report,
     )
+    from miko_assets.warehouse.location import default_warehouse_path
     from miko_assets.warehouse.warehouse import Warehouse
 
     if args.posts < 1 or args.sample < 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from miko_assets.commands.common import open_warehouse
 from miko_assets.commands.progress import progress
-from miko_assets.ingest.batches import DEFAULT_BATCH_SIZE, ingest_file, ingest_report
+from miko_assets.ingest.keys import DEFAULT_BATCH_SIZE
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_BATCH_SIZE = 12
@@ -32,8 +32,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from miko_assets.assets.ingest import register_batches
+    from miko_assets.ingest.batches import ingest_file, ingest_report
     from miko_assets.instance import open_instance
+    from miko_assets.partitions import register_batches
 
     warehouse = open_warehouse(args, create=True)
     with progress(f"ingest {args.path.name}", None, "posts read") as shown:

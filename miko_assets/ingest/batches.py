@@ -19,11 +19,9 @@ from pydantic import BaseModel
 from miko_assets.clock import utc_now
 from miko_assets.datasets.post import Post
 from miko_assets.datasets.registry import LOADERS, load_posts
+from miko_assets.ingest.keys import DEFAULT_BATCH_SIZE, batch_key, batch_prefix
 from miko_assets.warehouse.schema import INGEST_LEDGER, INGESTED_POSTS
 from miko_assets.warehouse.warehouse import Warehouse
-
-BATCH_KEY_PATTERN = re.compile(r"^[a-z0-9_.-]+$")
-DEFAULT_BATCH_SIZE = 500
 
 
 class IngestRefused(ValueError):
@@ -48,18 +46,6 @@ class IngestResult(BaseModel):
     rows_set_aside: int = 0
     set_aside_reasons: dict[str, int] = {}
     new_batches: list[str]
-
-
-def batch_prefix(dataset: str, split: str) -> str:
-    """`<dataset>-<split>` reduced to the characters a partition key may hold."""
-    prefix = f"{_slug(dataset)}-{_slug(split)}"
-    if not BATCH_KEY_PATTERN.match(prefix):
-        raise ValueError(f"cannot build a partition key from dataset={dataset!r} split={split!r}")
-    return prefix
-
-
-def batch_key(prefix: str, number: int) -> str:
-    return f"{prefix}-{number:04d}"
 
 
 def row_key(post: Post, occurrence: int) -> str:
@@ -333,7 +319,3 @@ def _next_batch_number(con: duckdb.DuckDBPyConnection, prefix: str) -> int:
 def _reason_kind(error: str) -> str:
     """A row's problem without its line or row number, so that alike problems count together."""
     return re.sub(r"\b(line|row|record) \d+", r"\1 N", error)
-
-
-def _slug(value: str) -> str:
-    return re.sub(r"[^a-z0-9_.]+", "_", value.lower()).strip("_") or "none"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -15,7 +15,9 @@ from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
 from miko_assets.llm.progress import BatchProgress
-from miko_assets.llm.runner import LLMRunner, RunSummary
+
+if TYPE_CHECKING:  # stages hand requests to a runner; loading one (and its SDKs) is the caller's
+    from miko_assets.llm.runner import LLMRunner, RunSummary
 
 Validator = Callable[[str], Any]
 

@@ -16,10 +16,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:  # imported where a connection is used: `miko <command> --help` needs no DuckDB
+    import duckdb
 
 WAREHOUSE_SETTING = "MIKO_WAREHOUSE"
+DEFAULT_WAREHOUSE = "warehouse.duckdb"
 DATA_PATH_SETTING = "MIKO_WAREHOUSE_DATA"
 DUCKLAKE_PREFIX = "ducklake:"
 CATALOG_KINDS = ("postgres", "sqlite")
@@ -84,9 +87,11 @@ def parse_location(value: str, data_path: str | None = None) -> WarehouseLocatio
     return WarehouseLocation(catalog=catalog, data_path=data_path.rstrip("/") + "/")
 
 
-def location_from_env(env: dict[str, str] | None = None, default: str = "warehouse.duckdb") -> WarehouseLocation:
-    env = dict(os.environ) if env is None else env
-    return parse_location(env.get(WAREHOUSE_SETTING) or default, env.get(DATA_PATH_SETTING))
+def default_warehouse_path() -> str:
+    """`MIKO_WAREHOUSE`, else `warehouse.duckdb` in the current directory, as an absolute path
+    (a `ducklake:` setting as it is)."""
+    value = os.environ.get(WAREHOUSE_SETTING, DEFAULT_WAREHOUSE)
+    return value if value.startswith(DUCKLAKE_PREFIX) else str(Path(value).resolve())
 
 
 # -- DuckDB extensions, from their PyPI packages only -------------------------------------------
@@ -105,6 +110,8 @@ def offline_config() -> dict[str, str | bool]:
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """INSTALL the extension file its PyPI package ships (once per user), then LOAD it."""
+    import duckdb
+
     package = EXTENSION_PACKAGES[name]
     wanted = f"pip install '{package}=={duckdb.__version__}'"
     try:

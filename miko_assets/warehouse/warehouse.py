@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import pandas as pd
 
 from miko_assets.clock import utc_now
 from miko_assets.warehouse.location import (
@@ -33,6 +33,9 @@ from miko_assets.warehouse.location import (
     redact,
 )
 from miko_assets.warehouse.schema import SCHEMA, TABLES, Table
+
+if TYPE_CHECKING:  # frames come from DuckDB's `.df()`; reading one row needs no pandas
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,10 +161,11 @@ class Warehouse:
 
         def migrate(con: duckdb.DuckDBPyConnection) -> None:
             stamped = _check_stamp(con, self.location)
+            found = _SchemaFound.read(con)
             for table in list(TABLES.values()):
-                _create_or_migrate(con, table, keys=not self.is_ducklake)
+                _create_or_migrate(con, table, found, keys=not self.is_ducklake)
                 if table.keeps_history:
-                    _create_or_migrate(con, history_table(table), keys=not self.is_ducklake)
+                    _create_or_migrate(con, history_table(table), found, keys=not self.is_ducklake)
             if stamped != (str(SCHEMA_VERSION), _miko_version()):
                 _stamp(con)
 
@@ -327,16 +331,32 @@ def history_table(table: Table) -> Table:
     )
 
 
-def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bool) -> None:
+@dataclass(frozen=True)
+class _SchemaFound:
+    """The columns and indexes the warehouse has, read in two queries rather than two per table."""
+
+    columns: dict[str, set[str]]
+    indexes: set[str]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _SchemaFound:
+        columns: dict[str, set[str]] = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = ?",
+            [SCHEMA],
+        ).fetchall():
+            columns.setdefault(table, set()).add(column)
+        indexes = {row[0] for row in con.execute(
+            "SELECT index_name FROM duckdb_indexes() WHERE database_name = current_database() AND schema_name = ?",
+            [SCHEMA],
+        ).fetchall()}
+        return cls(columns, indexes)
+
+
+def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, found: _SchemaFound, *, keys: bool) -> None:
     """`keys`: declare the primary key and indexes (a DuckLake supports neither)."""
-    existing = {
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
-            [SCHEMA, table.name],
-        ).fetchall()
-    }
+    existing = found.columns.get(table.name, set())
     if not existing:
         cols = ", ".join(f"{name} {ctype}" for name, ctype in table.columns)
         declared = table.primary_key and keys and table.declare_key
@@ -357,7 +377,8 @@ def _create_or_migrate(con: duckdb.DuckDBPyConnection, table: Table, *, keys: bo
             _drop_primary_key(con, table.name)
     for cols in table.indexes if keys else ():
         index_name = f"idx_{table.name}_{'_'.join(cols)}"
-        con.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.name} ({', '.join(cols)})")
+        if index_name not in found.indexes:
+            con.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.name} ({', '.join(cols)})")
 
 
 def _has_primary_key(con: duckdb.DuckDBPyConnection, table_name: str) -> bool:

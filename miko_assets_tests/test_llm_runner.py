@@ -180,6 +180,9 @@ def test_plain_text_and_callable_validators(server: tuple[FakeLLMServer, str]) -
 def test_validation_helpers() -> None:
     assert json_candidate('```json\n{"answer": "x"}\n```') == '{"answer": "x"}'
     assert json_candidate('Sure: {"answer": "x"} hope it helps') == '{"answer": "x"}'
+    assert json_candidate('{"answer": "x"} hope it helps') == '{"answer": "x"}'
+    assert json_candidate('Sure: {"answer": ') == 'Sure: {"answer":'  # no object: left to fail as it is
+    assert json_candidate('[{"answer": "x"}] and more') == '[{"answer": "x"}] and more'
     parsed, problem = validate_answer(Answer, True, '{"answer": 3}')
     assert parsed is None and problem == "answer: Input should be a valid string"
     parsed, problem = validate_answer(None, True, "not json")

@@ -10,13 +10,13 @@ failure with its reason, which is recorded rather than guessed at.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from miko_assets.annotate.models import Stage, normalize_label
+from miko_assets.llm.validation import json_object
 
 JudgeStatus = Literal["ok", "failed"]
 
@@ -70,30 +70,16 @@ _LABEL_KEYS: dict[Stage, tuple[str, ...]] = {
 }
 _REASON_KEYS = ("reason", "reasoning", "explanation", "rationale", "justification")
 _VERDICT = r"(yes|no|unsure|not sure|uncertain)"
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def parse_judge_answer(stage: Stage, text: str | None) -> JudgeResult:
     """Read one judge answer for `stage`: JSON first, then labelled or leading free text."""
     if text is None or not text.strip():
         return JudgeResult(stage=stage, status="failed", failure="empty answer")
-    obj = _json_object(text)
+    obj = json_object(text)
     if obj is not None:
         return _from_json(stage, obj)
     return _from_text(stage, text.strip())
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    fenced = _FENCE.search(text)
-    candidate = fenced.group(1) if fenced else text
-    start, end = candidate.find("{"), candidate.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        obj = json.loads(candidate[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _from_json(stage: Stage, obj: dict[str, Any]) -> JudgeResult:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
+from miko_assets.llm.validation import unfenced
 
 
 class ParseError(ValueError):
@@ -23,10 +22,7 @@ def extract_json(answer: str) -> Any | None:
     Only answers that start with `{` or `[` (after the fence) count: JSON quoted in the
     middle of prose is the text format's business.
     """
-    body = answer.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
+    body = unfenced(answer)
     if not body.startswith(("{", "[")):
         return None
     try:

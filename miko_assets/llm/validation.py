@@ -39,14 +39,32 @@ def validate_answer(
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def json_candidate(text: str) -> str:
-    """The JSON inside an answer: a fenced block's body, or the outermost `{...}` amid prose."""
+def unfenced(text: str) -> str:
+    """The body of the Markdown code fence an answer consists of (```json ... ```), else the
+    answer; stripped either way."""
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.split("\n", 1)[-1].rsplit("```", 1)[0].strip()
-    if stripped[:1] not in ("{", "[") and "{" in stripped:
-        stripped = stripped[stripped.index("{") : stripped.rindex("}") + 1]
     return stripped
+
+
+def json_candidate(text: str) -> str:
+    """The JSON inside an answer: a fenced block's body, or the outermost `{...}` amid prose
+    (before or after it); an array only when the answer is one."""
+    stripped = unfenced(text)
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if stripped[:1] != "[" and 0 <= start < end:
+        stripped = stripped[start : end + 1]
+    return stripped
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object inside an answer (see `json_candidate`), or None if there is none."""
+    try:
+        found = json.loads(json_candidate(text))
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def parsed_json(parsed: Any) -> str | None:

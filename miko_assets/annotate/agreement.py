@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from miko_assets.missing import is_missing
+
 AlphaLevel = Literal["nominal", "ordinal", "interval"]
 
 
@@ -41,10 +43,6 @@ def fleiss_kappa(counts: Sequence[Sequence[int]] | np.ndarray) -> float:
     return float((p_bar - p_e) / (1 - p_e))
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def krippendorff_alpha(
     reliability_data: Sequence[Sequence[Any]] | np.ndarray,
     level: AlphaLevel = "nominal",
@@ -60,7 +58,7 @@ def krippendorff_alpha(
         raise ValueError(
             "reliability_data must be raters x units with equal-length rows"
         )
-    units = [[r[u] for r in rows if not _is_missing(r[u])] for u in range(len(rows[0]))]
+    units = [[r[u] for r in rows if not is_missing(r[u])] for u in range(len(rows[0]))]
     units = [values for values in units if len(values) >= 2]
     if not units:
         return math.nan

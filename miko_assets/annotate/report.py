@@ -42,6 +42,7 @@ from miko_assets.annotate.models import (
     normalize_label,
 )
 from miko_assets.distill.relations import RELATION_NAMES
+from miko_assets.missing import is_missing
 
 MIKO_PUBLISHED_ACCEPT_RATE = 0.762
 ALL = "ALL"
@@ -168,14 +169,10 @@ def _judge_labels(judges: pd.DataFrame) -> pd.DataFrame:
         [*_ITEM, "stage", "judge_model", "judge_prompt_version"], keep="last"
     ).copy()
     df["label"] = [
-        None if _missing(lab) else normalize_label(s, lab)
+        None if is_missing(lab) else normalize_label(s, lab)
         for s, lab in zip(df["stage"], df["label"])
     ]
     return df
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 _JUDGE_COLUMNS = [

@@ -5,15 +5,13 @@ their configuration (read from the environment when the definitions load), so th
 configuration is part of their code version; tests build them with their own.
 """
 
-import base64
-
 import dagster as dg
 import pandas as pd
 
 from miko_assets.annotate.benchmark_metrics import default_bertscore, plot_leaderboard
 from miko_assets.annotate.models import STAGES, Stage
 from miko_assets.annotate.report import build_agreement_report, plot_agreement
-from miko_assets.assets.metadata import counts, preview
+from miko_assets.assets.metadata import counts, png_image, preview, whole_table
 from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches
 from miko_assets.resources import LLMResource, WarehouseResource
@@ -31,15 +29,6 @@ from miko_assets.stages.judging import JUDGE_STAGES, JudgeSpec, judge_tasks
 from miko_assets.warehouse.prompts import register_prompts
 
 GROUP = "annotate"
-
-
-def _table(frame: pd.DataFrame) -> dg.MetadataValue:
-    """The whole frame as a Markdown table, numbers rounded."""
-    return preview(frame.round(3), list(frame.columns), rows=len(frame))
-
-
-def _png(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def _llm_metadata(summaries: list[RunSummary], prefix: str = "") -> dict:
@@ -152,8 +141,8 @@ def human_annotations(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "sources_read": len(outcomes),
             "rows_added": sum(o.rows_added for o in outcomes),
             "missing_sources": missing,
-            "imports": _table(pd.DataFrame([o.as_metadata() for o in outcomes])),
-            "stored": _table(stored),
+            "imports": whole_table(pd.DataFrame([o.as_metadata() for o in outcomes])),
+            "stored": whole_table(stored),
             "dagster/row_count": int(stored["annotations"].sum()),
         }
     )
@@ -181,10 +170,10 @@ def annotation_agreement(context: dg.AssetExecutionContext, warehouse: Warehouse
         metadata={
             "human_annotations": len(human),
             "judge_annotations": len(judges),
-            "human_agreement": _table(report.human_agreement),
-            "judge_agreement": _table(report.judge_agreement),
-            "accept_rates": _table(report.accept_rates),
-            "plot": _png(plot_agreement(report), "accept rates and judge agreement"),
+            "human_agreement": whole_table(report.human_agreement),
+            "judge_agreement": whole_table(report.judge_agreement),
+            "accept_rates": whole_table(report.accept_rates),
+            "plot": png_image(plot_agreement(report), "accept rates and judge agreement"),
         }
     )
 
@@ -223,9 +212,9 @@ def intention_benchmark_asset(config: BenchmarkConfig) -> dg.AssetsDefinition:
                 "posts": len(posts),
                 "generators": [g.name for g in config.generators],
                 "release": dg.MetadataValue.path(str(config.release_path)),
-                "leaderboard": _table(scores.leaderboard),
-                "per_relation": _table(per_relation.drop(columns=["rank", "n_failed", "dagster_run_id", "created_at"])),
-                "plot": _png(plot_leaderboard(scores.leaderboard, ["generator"]), "benchmark leaderboard"),
+                "leaderboard": whole_table(scores.leaderboard),
+                "per_relation": whole_table(per_relation.drop(columns=["rank", "n_failed", "dagster_run_id", "created_at"])),
+                "plot": png_image(plot_leaderboard(scores.leaderboard, ["generator"]), "benchmark leaderboard"),
                 "dagster/row_count": len(scores.items),
                 **_llm_metadata(summaries),
             }

@@ -1,11 +1,9 @@
 """The knowledge base asset (statistics over every partition of intentions) and the lineage job."""
 
-import base64
-
 import dagster as dg
 from pydantic import Field
 
-from miko_assets.assets.metadata import preview
+from miko_assets.assets.metadata import png_image, whole_table
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.knowledge_base import (
     intention_quality,
@@ -29,7 +27,6 @@ def knowledge_base(warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.get()
     stats = relation_statistics(wh)
     overall = overall_statistics(wh)
-    png = base64.b64encode(plot_statistics(stats)).decode()
     quality = intention_quality(wh)
     overall_quality = quality.iloc[-1] if not quality.empty else None
     return dg.MaterializeResult(
@@ -37,10 +34,10 @@ def knowledge_base(warehouse: WarehouseResource) -> dg.MaterializeResult:
             **{k: v for k, v in overall.items() if not isinstance(v, list)},
             "models": ", ".join(overall["models"]),
             "prompt_versions": ", ".join(overall["prompt_versions"]),
-            "per_relation": preview(stats.round(3), list(stats.columns), rows=len(stats)),
+            "per_relation": whole_table(stats),
             "well_formed_share": float(overall_quality["well_formed"]) if overall_quality is not None else 0.0,
-            "quality_floor": preview(quality.round(3), list(quality.columns), rows=len(quality)),
-            "plot": dg.MetadataValue.md(f"![per-relation statistics](data:image/png;base64,{png})"),
+            "quality_floor": whole_table(quality),
+            "plot": png_image(plot_statistics(stats), "per-relation statistics"),
         }
     )
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
+
+from miko_assets.missing import is_missing
 
 
 def preview(frame: pd.DataFrame, columns: Sequence[str], rows: int = 10, width: int = 80) -> dg.MetadataValue:
@@ -20,6 +23,16 @@ def preview(frame: pd.DataFrame, columns: Sequence[str], rows: int = 10, width: 
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def whole_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """Every row and column of the frame as a Markdown table, numbers rounded."""
+    return preview(frame.round(3), list(frame.columns), rows=len(frame))
+
+
+def png_image(png: bytes, alt: str) -> dg.MetadataValue:
+    """A PNG plot embedded in Markdown metadata (the UI shows it inline)."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
 def counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
     if frame.empty or column not in frame.columns:
         return {}
@@ -27,6 +40,6 @@ def counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
 
 
 def _cell(value: object, width: int) -> str:
-    text = "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    text = "" if is_missing(value) else str(value)
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,11 +1,9 @@
 """The sarcasm experiment: the per-batch `sarcasm_dataset` and the `sarcasm_student` trained on it."""
 
-import base64
-
 import dagster as dg
 from pydantic import Field
 
-from miko_assets.assets.metadata import counts, preview
+from miko_assets.assets.metadata import counts, png_image, preview
 from miko_assets.clock import utc_now
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource
@@ -115,7 +113,6 @@ def sarcasm_student(
 
     rows = result_rows(results, context.run.run_id, utc_now(), batches)
     wh.append("sarcasm_results", rows)
-    png = base64.b64encode(plot_results(rows)).decode()
     return dg.MaterializeResult(
         metadata={
             "run_id": context.run.run_id,
@@ -125,7 +122,7 @@ def sarcasm_student(
             "teacher_prompt_versions": ", ".join(sorted(rows["teacher_prompt_versions"].dropna().unique())) or "none",
             "split_methods": ", ".join(sorted(rows["split_method"].unique())),
             "results": preview(rows.round(3), _RESULT_PREVIEW, rows=len(rows)),
-            "plot": dg.MetadataValue.md(f"![sarcasm students](data:image/png;base64,{png})"),
+            "plot": png_image(plot_results(rows), "sarcasm students"),
             "dagster/row_count": len(rows),
         }
     )

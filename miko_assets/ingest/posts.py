@@ -9,6 +9,7 @@ import pandas as pd
 
 from miko_assets.clock import utc_now
 from miko_assets.imaging.inspect import inspect_image
+from miko_assets.missing import present
 from miko_assets.warehouse.warehouse import Warehouse
 
 MAX_TEXT_CHARS = 5_000
@@ -70,13 +71,13 @@ def build_posts(
         if row["row_key"] in earlier_owner:
             reject("post", f"duplicate post id {row['post_id']} (first ingested in batch {earlier_owner[row['row_key']]})")
             continue
-        reason = text_rejection(text, _none_if_nan(row["text_error"]))
+        reason = text_rejection(text, present(row["text_error"]))
         if reason:
             reject("post", reason)
             continue
-        post = {k: _none_if_nan(row[k]) for k in _CARRIED}
+        post = {k: present(row[k]) for k in _CARRIED}
         post.update(text=text, text_original=original, dagster_run_id=run_id, created_at=now)
-        image_path = _none_if_nan(row["image_path"])
+        image_path = present(row["image_path"])
         post["image_path"] = image_path
         if image_path:
             info = inspect_image(image_path, post["image_root"])
@@ -96,10 +97,6 @@ def build_posts(
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame()
-
-
-def _none_if_nan(value: Any) -> Any:
-    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
 def earlier_owners(warehouse: Warehouse, batch: str) -> dict[str, str]:

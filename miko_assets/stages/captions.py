@@ -12,7 +12,8 @@ from miko_assets.imaging.describe import OfflineImageDescription, describe_attri
 from miko_assets.imaging.encode import encode_for_api
 from miko_assets.imaging.inspect import ImageError
 from miko_assets.llm.models import LLMRequest
-from miko_assets.stages.common import Completer, StageRun, content_hash, json_object, present, response_failure
+from miko_assets.missing import present
+from miko_assets.stages.common import Completer, StageRun, content_hash, json_object, response_failure
 
 # The embedded text model cannot see images: captions then come from offline image analysis.
 OFFLINE_PROVIDERS = frozenset({"local"})

@@ -15,6 +15,7 @@ from miko_assets.distill.config import StageConfig, code_version
 from miko_assets.distill.prompts import PromptTemplate
 from miko_assets.llm.models import LLMRequest, LLMResponse, canonical_json, sha256_text
 from miko_assets.llm.progress import BatchProgress
+from miko_assets.missing import present
 
 if TYPE_CHECKING:  # stages hand requests to a runner; loading one (and its SDKs) is the caller's
     from miko_assets.llm.runner import LLMRunner, RunSummary
@@ -132,8 +133,3 @@ def json_object(value: Any) -> dict[str, Any]:
         loaded = json.loads(value)
         return loaded if isinstance(loaded, dict) else {}
     return {}
-
-
-def present(value: Any) -> Any:
-    """None for missing values, including pandas' NaN."""
-    return None if value is None or (isinstance(value, float) and value != value) else value

@@ -13,7 +13,8 @@ from miko_assets.annotate.judges import JUDGE_SCHEMAS, JudgeResult, parse_judge_
 from miko_assets.annotate.models import STAGES, Stage, intention_text_sha
 from miko_assets.distill.caption import NO_CAPTION
 from miko_assets.distill.config import StageConfig, build_request, code_version, stage_config
-from miko_assets.stages.common import Completer, StageRun, content_hash, present, response_failure
+from miko_assets.missing import present
+from miko_assets.stages.common import Completer, StageRun, content_hash, response_failure
 from miko_assets.warehouse.schema import LLM_ANNOTATIONS
 
 # annotation stage -> the distill stage (prompts/stages.yaml) configuring its judge

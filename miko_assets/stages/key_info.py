@@ -15,7 +15,8 @@ from miko_assets.distill.key_info import (
     parse_key_info,
 )
 from miko_assets.llm.models import LLMResponse
-from miko_assets.stages.common import Completer, StageRun, content_hash, present, response_failure
+from miko_assets.missing import present
+from miko_assets.stages.common import Completer, StageRun, content_hash, response_failure
 
 
 def usable_captions(captions: pd.DataFrame) -> dict[str, tuple[str, str]]:

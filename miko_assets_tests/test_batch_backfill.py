@@ -16,7 +16,7 @@ import pytest
 from miko_assets import cli
 from miko_assets.assets.posts import posts
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.ingest.batches import ingest_file
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR
 from miko_assets.partitions import register_batches

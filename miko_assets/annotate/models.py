@@ -7,12 +7,10 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Stage = Literal["plausibility", "typicality"]
-STAGES: tuple[Stage, ...] = ("plausibility", "typicality")
+from miko_assets.annotate.stages import Stage
 
 PLAUSIBILITY_LABELS: tuple[str, ...] = ("yes", "no", "unsure")
 TYPICALITY_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5")

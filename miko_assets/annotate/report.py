@@ -34,13 +34,8 @@ from miko_assets.annotate.agreement import (
     fleiss_kappa,
     krippendorff_alpha,
 )
-from miko_assets.annotate.models import (
-    STAGE_LABELS,
-    STAGES,
-    Stage,
-    consensus_label,
-    normalize_label,
-)
+from miko_assets.annotate.models import STAGE_LABELS, consensus_label, normalize_label
+from miko_assets.annotate.stages import STAGES, Stage
 from miko_assets.distill.relations import RELATION_NAMES
 from miko_assets.missing import is_missing
 

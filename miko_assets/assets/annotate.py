@@ -9,8 +9,8 @@ import dagster as dg
 import pandas as pd
 
 from miko_assets.annotate.benchmark_metrics import default_bertscore, plot_leaderboard
-from miko_assets.annotate.models import STAGES, Stage
 from miko_assets.annotate.report import build_agreement_report, plot_agreement
+from miko_assets.annotate.stages import STAGES, Stage
 from miko_assets.assets.metadata import counts, png_image, preview, whole_table
 from miko_assets.llm.runner import RunSummary
 from miko_assets.partitions import post_batches

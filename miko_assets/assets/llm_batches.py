@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.llm.batch import collect_batches
 from miko_assets.partitions import post_batches
 from miko_assets.resources import WarehouseResource

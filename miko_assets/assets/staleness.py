@@ -15,7 +15,7 @@ import os
 import dagster as dg
 
 from miko_assets.backfills import backfill_url, launch_asset_backfill
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.resources import WarehouseResource
 from miko_assets.stages.configuration import ConfigRecord, config_record, record_code_location
 from miko_assets.stages.staleness import stale_backfill_plan, stale_markdown, stale_report

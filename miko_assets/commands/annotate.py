@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from miko_assets.annotate.models import STAGES
+from miko_assets.annotate.stages import STAGES
 from miko_assets.commands.common import open_warehouse
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from miko_assets.distill.config import GENERATION_STAGES
+    from miko_assets.distill.stages import GENERATION_STAGES
     from miko_assets.stages.configuration import active_configuration
     from miko_assets.stages.staleness import stale_backfill_plan
     from miko_assets.stages.versions import current_stage_specs

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from miko_assets.commands.common import open_warehouse
 from miko_assets.commands.progress import progress
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 
 if TYPE_CHECKING:
     from miko_assets.stages.batch_backfill import Materialize

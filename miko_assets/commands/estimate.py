@@ -38,7 +38,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _estimate(args: argparse.Namespace) -> int:
     from miko_assets.datasets.registry import load_posts
-    from miko_assets.distill.config import GENERATION_STAGES, stage_config
+    from miko_assets.distill.config import stage_config
+    from miko_assets.distill.stages import GENERATION_STAGES
     from miko_assets.llm.costs import PriceTable
     from miko_assets.stages.estimate import (
         SamplePost,

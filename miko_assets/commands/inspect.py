@@ -103,7 +103,7 @@ def _retry_failed(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from miko_assets.definitions import defs
-    from miko_assets.distill.config import GENERATION_STAGES
+    from miko_assets.distill.stages import GENERATION_STAGES
     from miko_assets.instance import open_instance
     from miko_assets.stages.failures import failed_partitions
 

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from miko_assets.devtools.dagster_dev import DagsterUI, project_env
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.warehouse.warehouse import Warehouse
 
 DISTILL_ASSETS = ["posts", *GENERATION_STAGES]

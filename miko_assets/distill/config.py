@@ -22,6 +22,7 @@ from miko_assets.distill.prompts import (
     load_prompt,
     render,
 )
+from miko_assets.distill.stages import RENAMED_STAGES
 from miko_assets.llm.endpoints import provider_endpoint
 from miko_assets.llm.models import (
     DEFAULT_IMAGE_SIDE,
@@ -39,11 +40,6 @@ from miko_assets.llm.models import (
 CONFIG_ENV = "MIKO_CONFIG"
 PROFILES_DIR = "profiles"
 _PROFILE_NAME = re.compile(r"^[a-z0-9_-]+$")
-# The generation stages in pipeline order, each named as its asset and its table.
-GENERATION_STAGES = ("captions", "key_info", "intentions")
-# A stage renamed to its asset's name -> its old name. Settings under the old name are refused
-# with the new one: ignoring them would silently run another model than the one asked for.
-RENAMED_STAGES = {"captions": "caption"}
 # The providers whose API takes an image `detail`.
 DETAIL_PROVIDERS = frozenset({"openai"})
 

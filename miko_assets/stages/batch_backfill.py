@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.llm.batch import collect_batches, list_batches, submit_batch
 from miko_assets.llm.batch_api import BATCH_PROVIDERS
 from miko_assets.llm.costs import BATCH_PRICE_FACTOR, PriceTable

@@ -27,8 +27,6 @@ from pydantic import BaseModel
 from miko_assets.distill.caption import build_caption_request
 from miko_assets.distill.config import (
     DETAIL_PROVIDERS,
-    GENERATION_STAGES,
-    RENAMED_STAGES,
     ImageSettings,
     StageConfig,
     stage_config,
@@ -39,6 +37,7 @@ from miko_assets.distill.key_info import (
     KeyInfo,
     key_info_requests,
 )
+from miko_assets.distill.stages import GENERATION_STAGES, RENAMED_STAGES
 from miko_assets.imaging.encode import encode_for_api
 from miko_assets.imaging.inspect import ImageError
 from miko_assets.llm.costs import (

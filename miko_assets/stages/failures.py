@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse
 

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from miko_assets.annotate.judges import JUDGE_SCHEMAS, JudgeResult, parse_judge_answer
-from miko_assets.annotate.models import STAGES, Stage, intention_text_sha
+from miko_assets.annotate.models import intention_text_sha
+from miko_assets.annotate.stages import STAGES, Stage
 from miko_assets.distill.caption import NO_CAPTION
 from miko_assets.distill.config import StageConfig, build_request, code_version, stage_config
 from miko_assets.missing import present

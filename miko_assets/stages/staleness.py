@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from miko_assets.stages.configuration import ConfigRecord, changes, recorded_configs
-from miko_assets.distill.config import GENERATION_STAGES
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.stages.versions import STAGE_UPSTREAM
 from miko_assets.warehouse.schema import TABLES
 from miko_assets.warehouse.warehouse import Warehouse

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from miko_assets.distill.config import GENERATION_STAGES, StageConfig, code_version, stage_config
+from miko_assets.distill.config import StageConfig, code_version, stage_config
+from miko_assets.distill.stages import GENERATION_STAGES
 from miko_assets.stages.captions import caption_rows, captions_code_version
 from miko_assets.stages.intentions import intention_rows
 from miko_assets.stages.key_info import key_info_rows

@@ -34,12 +34,19 @@ def lock_path(env: Mapping[str, str] = os.environ) -> Path:
 
 @contextmanager
 def exclusive_cores(path: Path | None = None) -> Iterator[float]:
-    """Hold the machine-wide lock for one computation; yields the seconds spent waiting for it.
+    """Hold the machine-wide lock for one computation; yields the seconds spent waiting for it."""
+    with file_lock(path or lock_path()) as waited:
+        yield waited
+
+
+@contextmanager
+def file_lock(target: Path) -> Iterator[float]:
+    """Hold an exclusive lock on `target` (created if missing) across processes; yields the
+    seconds spent waiting for it.
 
     The wait is a blocking `flock`, so the kernel wakes a waiting process as soon as the
     holder releases, and processes alternate instead of one re-taking the lock at once.
     """
-    target = path or lock_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
+
+from miko_assets.cpu_lock import file_lock
 
 
 def open_instance() -> dg.DagsterInstance:
     """`$DAGSTER_HOME` when set; else the instance configured by `./dagster.yaml` (as `dagster dev`
     run from the repository root uses it), else a persistent `./.dagster_home`."""
     if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
+        home = Path(os.environ["DAGSTER_HOME"])
+        with _creating(home):
+            return dg.DagsterInstance.get()
     cwd = Path.cwd()
     home = cwd / ".dagster_home"
     home.mkdir(exist_ok=True)
-    # The repository's dagster.yaml puts every store under ./.dagster_home itself.
-    return dg.DagsterInstance.from_config(str(cwd if (cwd / "dagster.yaml").exists() else home))
+    with _creating(home):
+        # The repository's dagster.yaml puts every store under ./.dagster_home itself.
+        return dg.DagsterInstance.from_config(str(cwd if (cwd / "dagster.yaml").exists() else home))
+
+
+def _creating(home: Path) -> AbstractContextManager[float]:
+    """One process at a time opens the instance: two `miko` commands opening a new instance at
+    once both create its SQLite tables, and one fails with "table already exists"."""
+    return file_lock(home / ".miko-instance.lock")
 
 
 LOST_RUN_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]

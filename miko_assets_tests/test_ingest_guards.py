@@ -131,6 +131,36 @@ def test_two_ingests_at_once_wait_for_each_other_and_report_truthfully(tmp_path:
     assert wh.rows("SELECT count(*), count(DISTINCT row_key) FROM ingested_posts") == [(3000, 3000)]
 
 
+_OPEN_AT_ONCE = """
+import os, sys, time
+from miko_assets.instance import open_instance
+ready, go = sys.argv[1:3]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.005)
+with open_instance() as instance:
+    print(len(instance.get_runs()))
+"""
+
+
+def test_commands_opening_a_new_instance_at_once_all_get_it(tmp_path: Path) -> None:
+    """Two `miko` commands started together in a fresh project both create the instance's
+    SQLite tables unless they take turns; each must get a working instance."""
+    prepare_workdir(tmp_path)
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(tmp_path / f"ready{n}"), str(go)], cwd=tmp_path,
+                         env=project_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{n}").exists() for n in range(4)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    outcomes = [(p.wait(120), p.communicate()) for p in procs]
+    assert [(code, out.strip()) for code, (out, _) in outcomes] == [(0, "0")] * 4, [err for _, (_, err) in outcomes]
+
+
 # `miko <arguments>` started when the test creates the file `go`, so that two start together.
 _AT_ONCE = """
 import os, sys, time

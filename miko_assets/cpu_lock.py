@@ -15,13 +15,13 @@ processes that name different files do not wait for each other.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+from miko_assets.file_lock import file_lock
 
 ENV_LOCK_PATH = "MIKO_EMBEDDED_LOCK"
 
@@ -37,24 +37,3 @@ def exclusive_cores(path: Path | None = None) -> Iterator[float]:
     """Hold the machine-wide lock for one computation; yields the seconds spent waiting for it."""
     with file_lock(path or lock_path()) as waited:
         yield waited
-
-
-@contextmanager
-def file_lock(target: Path) -> Iterator[float]:
-    """Hold an exclusive lock on `target` (created if missing) across processes; yields the
-    seconds spent waiting for it.
-
-    The wait is a blocking `flock`, so the kernel wakes a waiting process as soon as the
-    holder releases, and processes alternate instead of one re-taking the lock at once.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        started = time.monotonic()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield time.monotonic() - started
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

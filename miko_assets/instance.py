@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from miko_assets.cpu_lock import file_lock
+from miko_assets.file_lock import file_lock
 
 
 def open_instance() -> dg.DagsterInstance:

@@ -1,7 +1,9 @@
 """`LLMRunner`: one response per request, in order, never raising for a request that fails.
 
-A batch goes: one bulk cache lookup; then, per provider, a bounded pool of workers that send
-each call under the retry policy (`retries`), stop before the budget would be exceeded (a
+A batch goes: the requests are rendered and looked up in the cache a chunk at a time (first
+about one round of calls, then the rest), and each chunk's misses go at once to a bounded pool
+of workers per provider (`lanes`), so the first calls are in flight while the rest of the batch
+is still being looked up. The workers send each call under the retry policy (`retries`), stop before the budget would be exceeded (a
 budget shared with other runs is leased from the warehouse, `budget`), validate structured
 answers and make one repair call for an invalid one (`validation`).
 Every result is queued for a background writer that stores it in `llm_calls` while the batch
@@ -23,6 +25,7 @@ from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.continuation import ContinuationError, check_continuation
 from miko_assets.llm.costs import BudgetGuard, PriceBook, PriceTable, call_estimate
 from miko_assets.llm.event_loop import run_sync
+from miko_assets.llm.lanes import Lanes
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
 from miko_assets.llm.progress import BatchProgress
 from miko_assets.llm.provider_interface import Provider, redact
@@ -142,6 +145,16 @@ class _Item:
     estimate: tuple[int, float] | None = None
 
 
+# Requests rendered and looked up at a time after the first round of calls.
+_CHUNK = 4096
+
+
+def _chunks(requests: Sequence[LLMRequest], first: int) -> list[Sequence[LLMRequest]]:
+    """`requests` cut into a first chunk of `first`, then chunks of `_CHUNK`."""
+    bounds = [0, *range(first, len(requests), _CHUNK), len(requests)]
+    return [requests[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 class _Batch:
     """The state of one `arun`: limiters, budget, writer, counts."""
 
@@ -167,44 +180,51 @@ class _Batch:
         self.providers: dict[str, Provider] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.writer: CallWriter | None = None
+        self.budget_shared = False
+        self.lanes: Lanes[_Item]
+        # Calls answered before the progress was started (failed or not), else None.
+        self.early_done: list[bool] | None = []
 
     async def run(self, requests: Sequence[LLMRequest]) -> BatchResult:
         started = time.perf_counter()
-        items: dict[str, _Item] = {}
         keys: list[str] = []
-        for request in requests:
-            request_json = request.request_json()
-            key = sha256_text(request_json)
-            keys.append(key)
-            if key not in items:
-                items[key] = _Item(request, key, request_json)
-        self.tally.requests = len(keys)
-        self.tally.unique_requests = len(items)
-
-        if self.cache is not None and items:
-            endpoints = {i.request.endpoint for i in items.values() if i.request.endpoint}
-            if endpoints:
-                await asyncio.to_thread(self.cache.key_endpoints_once, sorted(endpoints)[0])
-            hits = await asyncio.to_thread(self.cache.get_many, list(items))
-            for key, record in hits.items():
-                items[key].hit = record
-
+        items: dict[str, _Item] = {}
         results: dict[str, LLMResponse] = {}
-        pending: list[_Item] = []
-        for item in items.values():
-            # A hit whose answer passes validation needs no event-loop work at all.
-            response = self._from_hit(item) if item.hit is not None else None
-            if response is not None:
-                self.tally.cache_hits += 1
-                self.tally.cost_saved_usd += response.cost_usd
-                results[item.key] = response
-            else:
-                pending.append(item)
-
-        if self.progress is not None:
-            self.progress.start(len(items), self.tally.cache_hits)
-        if pending:
-            await self._call_pending(pending, results)
+        self.lanes = Lanes(self.config.concurrency_for, lambda item: self._work(item, results))
+        try:
+            if self.cache is not None and requests:
+                endpoints = {r.endpoint for r in requests if r.endpoint}
+                if endpoints:
+                    await asyncio.to_thread(self.cache.key_endpoints_once, sorted(endpoints)[0])
+            # The misses of each chunk are sent while the next chunk is rendered and looked up.
+            for chunk in _chunks(requests, self._first_chunk(requests)):
+                rendered, hits = await asyncio.to_thread(self._render_and_look_up, chunk)
+                new: list[_Item] = []
+                for request, key, request_json in rendered:
+                    keys.append(key)
+                    if key not in items:
+                        item = items[key] = _Item(request, key, request_json, hits.get(key))
+                        new.append(item)
+                self._dispatch(new, results, len(requests))
+            self.tally.requests = len(keys)
+            self.tally.unique_requests = len(items)
+            self._start_progress(len(items))
+            await self.lanes.join()
+        except Exception:
+            # A later chunk failed (lookup, provider settings): the calls already queued still
+            # finish and are stored before the error is raised.
+            await self.lanes.join()
+            raise
+        except BaseException:
+            await self.lanes.cancel()
+            raise
+        finally:
+            for provider in self.providers.values():
+                await provider.aclose()
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.close)
+            if self.lease is not None:
+                await asyncio.to_thread(self.lease.close, self.budget.spent_usd)
         responses = [results[k] for k in keys]
         summary = self.tally.summary(responses, self.prices.unpriced, started)
         if self.lease is not None and self.lease.opened:
@@ -213,69 +233,94 @@ class _Batch:
             summary.budget_remaining_usd = await asyncio.to_thread(self.lease.remaining_usd)
         return BatchResult(responses=responses, summary=summary)
 
-    async def _call_pending(self, pending: list[_Item], results: dict[str, LLMResponse]) -> None:
-        calls = 0
+    def _first_chunk(self, requests: Sequence[LLMRequest]) -> int:
+        """About one round of calls: enough to keep every worker busy while the rest is looked up."""
+        if self.cache is None:
+            return _CHUNK
+        return max((self.config.concurrency_for(p) for p in {r.provider for r in requests}), default=1)
+
+    def _render_and_look_up(
+        self, chunk: Sequence[LLMRequest]
+    ) -> tuple[list[tuple[LLMRequest, str, str]], dict[str, CallRecord]]:
+        """(request, cache key, request JSON) of each request, and the cache's hits among them."""
+        rendered = []
+        for request in chunk:
+            request_json = request.request_json()
+            rendered.append((request, sha256_text(request_json), request_json))
+        if self.cache is None:
+            return rendered, {}
+        return rendered, self.cache.get_many(list({key for _, key, _ in rendered}))
+
+    def _dispatch(self, new: list[_Item], results: dict[str, LLMResponse], batch_size: int) -> None:
+        """Answer the valid hits among `new` at once; queue the rest (misses, and hits that need a repair)."""
+        pending: list[_Item] = []
+        for item in new:
+            # A hit whose answer passes validation needs no event-loop work at all.
+            response = self._from_hit(item) if item.hit is not None else None
+            if response is not None:
+                self.tally.cache_hits += 1
+                self.tally.cost_saved_usd += response.cost_usd
+                results[item.key] = response
+            else:
+                pending.append(item)
+        calls = []
         for item in pending:
             if item.hit is None:
                 request = item.request
-                item.estimate = call_estimate(
-                    request, self.prices.price(request.provider, request.model)
-                )
+                item.estimate = call_estimate(request, self.prices.price(request.provider, request.model))
                 self.tally.estimated_max_cost_usd += item.estimate[1]
-                calls += 1
-
-        groups: dict[str, list[_Item]] = {}
+                calls.append(item)
+        if calls and self.budget_shared is False:
+            self.budget_shared = True
+            self._share_budget(calls, batch_size)
         for item in pending:
-            groups.setdefault(item.request.provider, []).append(item)
-        for name in groups:
-            self.providers[name] = self.runner.providers.get(name)
-            self.limiters[name] = RateLimiter(self.config.limits_for(name))
-        self._share_budget(self.tally.estimated_max_cost_usd, calls, groups)
+            name = item.request.provider
+            if name not in self.providers:
+                self.providers[name] = self.runner.providers.get(name)
+                self.limiters[name] = RateLimiter(self.config.limits_for(name))
+            if self.writer is None and self.cache is not None:
+                self.writer = CallWriter(
+                    self.cache, self.config.flush_every, self.config.flush_interval_s
+                ).start()
+            self.lanes.put(name, item)
 
-        if self.cache is not None:
-            self.writer = CallWriter(
-                self.cache, self.config.flush_every, self.config.flush_interval_s
-            ).start()
-        try:
-            await asyncio.gather(
-                *(self._drain(name, group, results) for name, group in groups.items())
-            )
-        finally:
-            for provider in self.providers.values():
-                await provider.aclose()
-            if self.writer is not None:
-                await asyncio.to_thread(self.writer.close)
-            if self.lease is not None:
-                await asyncio.to_thread(self.lease.close, self.budget.spent_usd)
-
-    def _share_budget(self, max_cost_usd: float, calls: int, groups: dict[str, list[_Item]]) -> None:
+    def _share_budget(self, calls: list[_Item], batch_size: int) -> None:
         """Spend from the budget shared in the warehouse, leased about one round of calls in
-        flight at a time (their worst case), if there is a cap and a budget to share."""
+        flight at a time (their worst case, as the first `calls` estimate it), if there is a
+        cap and a budget to share."""
         cap = self.config.max_spend_usd
         name = budget_name(self.config.budget_name, self.runner.budget_group, self.dagster_run_id)
         if cap is None or self.runner.warehouse is None or name is None:
             return
         lease = self.lease = BudgetLease(self.runner.warehouse, name, cap, self.dagster_run_id, self.stage)
-        in_flight = min(calls, max(self.config.concurrency_for(provider) for provider in groups))
+        providers = {item.request.provider for item in calls}
+        in_flight = min(batch_size, max(self.config.concurrency_for(p) for p in providers))
+        per_call = sum(item.estimate[1] for item in calls if item.estimate) / len(calls)
 
         async def resize(wanted_usd: float, floor_usd: float) -> float:
             return await asyncio.to_thread(lease.resize, wanted_usd, floor_usd)
 
-        self.budget = BudgetGuard.shared(resize, headroom_usd=max_cost_usd / max(1, calls) * in_flight)
+        self.budget = BudgetGuard.shared(resize, headroom_usd=per_call * in_flight)
 
-    async def _drain(
-        self, provider: str, group: list[_Item], results: dict[str, LLMResponse]
-    ) -> None:
-        queue = iter(group)
+    def _start_progress(self, total: int) -> None:
+        """Tell the progress the batch's size once every chunk is looked up, then the calls
+        that finished while the lookup was still going."""
+        if self.progress is None:
+            return
+        self.progress.start(total, self.tally.cache_hits)
+        early, self.early_done = self.early_done, None
+        for failed in early or ():
+            self.progress.call_done(failed=failed)
 
-        async def worker() -> None:
-            for item in queue:
-                results[item.key] = await self._resolve_safely(item)
-                if self.progress is not None:
-                    self.progress.call_done(failed=results[item.key].status != "ok")
-
-        workers = min(self.config.concurrency_for(provider), len(group))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+    async def _work(self, item: _Item, results: dict[str, LLMResponse]) -> None:
+        response = results[item.key] = await self._resolve_safely(item)
+        if self.progress is None:
+            return
+        failed = response.status != "ok"
+        if self.early_done is not None:
+            self.early_done.append(failed)
+        else:
+            self.progress.call_done(failed=failed)
 
     # -- one request ----------------------------------------------------------------------
 

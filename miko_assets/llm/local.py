@@ -26,6 +26,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
 
 from miko_assets.cpu_lock import exclusive_cores
+from miko_assets.llm.lazy_grammar import LazyGrammarLlama
 from miko_assets.llm.models import Continuation, LLMRequest
 from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 
@@ -217,7 +218,7 @@ def _load_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
 
 def _open_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
     try:
-        llm = Llama(
+        llm = LazyGrammarLlama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=n_threads,

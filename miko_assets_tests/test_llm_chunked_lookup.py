@@ -8,6 +8,7 @@ import pytest
 
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.llm import runner as runner_module
+from miko_assets.llm.cache import LLMCallCache
 from miko_assets.llm.progress import BatchProgress
 from miko_assets.llm.provider_registry import ProviderConfigError
 from miko_assets.warehouse.warehouse import Warehouse
@@ -75,3 +76,26 @@ def test_an_empty_batch_sends_nothing(server: tuple[FakeLLMServer, str], warehou
     result = make_runner(make_provider("openai", url), warehouse).run([], Answer, progress=progress)
     assert result.responses == [] and result.summary.requests == 0 and fake.requests == 0
     assert lines == ["test: 0 calls, 0 from the cache, 0 to make"]
+
+
+def test_results_are_stored_as_the_last_round_goes_out(
+    server: tuple[FakeLLMServer, str], warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no timed flush during the batch, what is left to store after the last answer is at
+    most the last round (4 calls), not the whole batch."""
+    _, url = server
+    stored: list[int] = []
+    put_many = LLMCallCache.put_many
+
+    def recording(self: LLMCallCache, records: list) -> int:
+        stored.append(len(records))
+        return put_many(self, records)
+
+    monkeypatch.setattr(LLMCallCache, "put_many", recording)
+    batch = [request("openai", f"round {i} script={'slow,ok' if i >= 20 else 'ok'}") for i in range(24)]
+    runner = make_runner(make_provider("openai", url), warehouse, concurrency=4, flush_interval_s=60)
+
+    result = runner.run(batch, Answer)
+
+    assert result.summary.succeeded == 24 and sum(stored) == 24
+    assert len(stored) == 2 and stored[-1] <= 4, stored

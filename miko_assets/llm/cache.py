@@ -218,6 +218,10 @@ class CallWriter:
         if len(self._pending) >= self.flush_every:
             self._wake.set()
 
+    def flush_soon(self) -> None:
+        """Store what is pending now rather than at the next interval."""
+        self._wake.set()
+
     def close(self) -> None:
         """Flush everything still pending and stop the thread."""
         self._closing = True

@@ -19,9 +19,19 @@ _DONE = object()
 class Lanes(Generic[T]):
     """Runs `work(item)` for every item put, at most `concurrency_for(provider)` at a time per provider."""
 
-    def __init__(self, concurrency_for: Callable[[str], int], work: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        concurrency_for: Callable[[str], int],
+        work: Callable[[T], Awaitable[None]],
+        on_drained: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_drained` is called once, when every item is taken by a worker and no more will come
+        (the batch's last round of calls is in flight)."""
         self._concurrency_for = concurrency_for
         self._work = work
+        self._on_drained = on_drained
+        self._waiting = 0
+        self._joined = False
         self._queues: dict[str, asyncio.Queue] = {}
         self._workers: dict[str, list[asyncio.Task[None]]] = {}
 
@@ -32,12 +42,16 @@ class Lanes(Generic[T]):
             queue = self._queues[provider] = asyncio.Queue()
             self._workers[provider] = []
         queue.put_nowait(item)
+        self._waiting += 1
         workers = self._workers[provider]
         if len(workers) < self._concurrency_for(provider):
             workers.append(asyncio.create_task(self._worker(queue)))
 
     async def join(self) -> None:
         """Wait until every item put so far is done; nothing may be put afterwards."""
+        self._joined = True
+        if self._waiting == 0:
+            self._on_drained()
         for provider, queue in self._queues.items():
             for _ in self._workers[provider]:
                 queue.put_nowait(_DONE)
@@ -52,4 +66,7 @@ class Lanes(Generic[T]):
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (item := await queue.get()) is not _DONE:
+            self._waiting -= 1
+            if self._waiting == 0 and self._joined:
+                self._on_drained()
             await self._work(item)

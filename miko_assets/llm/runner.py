@@ -190,7 +190,9 @@ class _Batch:
         keys: list[str] = []
         items: dict[str, _Item] = {}
         results: dict[str, LLMResponse] = {}
-        self.lanes = Lanes(self.config.concurrency_for, lambda item: self._work(item, results))
+        self.lanes = Lanes(
+            self.config.concurrency_for, lambda item: self._work(item, results), self._last_round
+        )
         try:
             if self.cache is not None and requests:
                 endpoints = {r.endpoint for r in requests if r.endpoint}
@@ -301,6 +303,12 @@ class _Batch:
             return await asyncio.to_thread(lease.resize, wanted_usd, floor_usd)
 
         self.budget = BudgetGuard.shared(resize, headroom_usd=per_call * in_flight)
+
+    def _last_round(self) -> None:
+        """Store the results so far while the last round of calls is in flight, so that what
+        is left to store after the last answer is about one round."""
+        if self.writer is not None:
+            self.writer.flush_soon()
 
     def _start_progress(self, total: int) -> None:
         """Tell the progress the batch's size once every chunk is looked up, then the calls

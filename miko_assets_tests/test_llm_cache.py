@@ -128,3 +128,14 @@ def test_results_stored_by_another_producer_are_hits(tmp_path: Path) -> None:
     # No provider is configured: only the hit can be served without one.
     result = LLMRunner(ProviderRegistry(env={}), warehouse).run(requests[:1])
     assert result.responses[0].from_cache and result.responses[0].text == "a0"
+
+
+def test_a_hit_with_null_counts_reads_them_as_defaults(warehouse: Warehouse) -> None:
+    """A row stored before a counting column existed has NULL there: the hit reads its default."""
+    cache = LLMCallCache(warehouse)
+    record = CallRecord(call_id="old-row", provider="openai", model="m", request_json="{}",
+                        response_text="an answer", status="ok", created_at=utc_now())
+    cache.put_many([record])
+    warehouse.execute("UPDATE llm_calls SET tokens_cached = NULL, attempts = NULL WHERE call_id = 'old-row'")
+    hit = cache.get_many(["old-row"])["old-row"]
+    assert (hit.tokens_cached, hit.attempts, hit.response_text) == (0, 0, "an answer")

@@ -88,8 +88,12 @@ class LLMCallCache:
         if not call_ids:
             return {}
         rows = self.warehouse.rows(_SELECT_OK, [list(call_ids)])
-        # Rows come from our own table with its declared types: no need to re-validate them.
-        return {row[0]: CallRecord.model_construct(**dict(zip(_COLUMNS, row))) for row in rows}
+        # Validating is about twice as fast as `model_construct` under pydantic 2.13. A NULL
+        # (a column added after the row was stored) takes the field's default.
+        return {
+            row[0]: CallRecord.model_validate({c: v for c, v in zip(_COLUMNS, row) if v is not None})
+            for row in rows
+        }
 
     def put_many(self, records: Sequence[CallRecord]) -> int:
         """Upsert records in one transaction; an existing `ok` row is kept as it is."""

@@ -6,13 +6,16 @@ For each concurrency, N requests of about 330 prompt tokens go
   - through the plain `openai` SDK behind a semaphore (no layer at all, for comparison),
   - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
 and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
-request (process CPU time, every thread included, / requests). Then it times a fully cached
+request (process CPU time, every thread included, / requests). The layer (aiohttp) and the bare
+client alternate `--rounds` times, and the figure that counts is the layer's throughput over the
+bare client's in the same round (next to each other in time, so under about the same load),
+the median of the rounds. Then it times a fully cached
 re-run of `--cached` requests, and the fixed costs each batch pays around its calls: rendering
 and hashing the requests, opening the DuckDB file, the cache lookup before the first call and
 the final flush after the last answer. The fake server runs in its own process, so its CPU is
 not counted against the client.
 
-    python benchmarks/llm_throughput.py [--requests 2000] [--concurrency 16 64 256]
+    python benchmarks/llm_throughput.py [--requests 2000] [--concurrency 16 64 256] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def make_requests(tag: str, n: int) -> list[LLMRequest]:
 
 def measure(
     label: str, concurrency: int, latency_s: float, work: Callable[..., int], *args: object
-) -> None:
-    """Run `work(*args)` (which returns how many requests it made) and print the figures."""
+) -> float:
+    """Run `work(*args)` (which returns how many requests it made), print the figures and
+    return the requests per second."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     n = work(*args)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -83,6 +87,7 @@ def measure(
         f"  ratio {rps / ideal:4.2f}  client CPU {cpu / n * 1000:4.2f} ms/req",
         flush=True,
     )
+    return rps
 
 
 def through_layer(runner: LLMRunner, requests: list[LLMRequest]) -> int:
@@ -184,6 +189,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--cached", type=int, default=10_000)
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="layer and bare client alternate this many times per concurrency (the machine's load drifts)",
+    )
     args = parser.parse_args()
     latency_s = args.latency_ms / 1000
     with fake_llm_process(args.latency_ms) as url, tempfile.TemporaryDirectory() as tmp:
@@ -192,14 +201,24 @@ def main() -> None:
         warehouse.ensure_schema()
         print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
         for c in args.concurrency:
-            for transport in ("aiohttp", "sdk"):
-                runner = layer(base_url, transport, warehouse, c)
-                requests = make_requests(f"{transport}-{c}", args.requests)
-                measure(f"layer ({transport})", c, latency_s, through_layer, runner, requests)
+            ratios = []
+            for round_ in range(args.rounds):
+                runner = layer(base_url, "aiohttp", warehouse, c)
+                requests = make_requests(f"aiohttp-{c}-{round_}", args.requests)
+                layer_rps = measure("layer (aiohttp)", c, latency_s, through_layer, runner, requests)
+                requests = make_requests(f"bare-{c}-{round_}", args.requests)
+                bare_rps = measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
+                ratios.append(layer_rps / bare_rps)
+            print(
+                f"layer / bare client  c={c:<4} {statistics.median(ratios):4.2f} (median of "
+                f"{args.rounds} rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
+                flush=True,
+            )
+            runner = layer(base_url, "sdk", warehouse, c)
+            requests = make_requests(f"sdk-{c}", args.requests)
+            measure("layer (sdk)", c, latency_s, through_layer, runner, requests)
             requests = make_requests(f"plain-{c}", args.requests)
             measure("plain openai SDK", c, latency_s, plain_sdk, base_url, requests, c)
-            requests = make_requests(f"bare-{c}", args.requests)
-            measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
 
         fixed_costs_per_batch(warehouse, args.requests)
 

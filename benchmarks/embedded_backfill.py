@@ -1,12 +1,12 @@
 """Does a backfill of N partitions on the embedded model take longer than running them one by one?
 
 A backfill runs one process per partition, and each process loads its own llama.cpp model
-using both cores. This script starts N worker processes, each making `--calls` generations
+using every core. This script starts N worker processes, each making `--calls` generations
 with the embedded model (the same work a partition's LLM step does, without the warehouse),
 and times three ways of running them:
   - one by one: the N workers one after another (the baseline);
-  - at once, sharing the machine-wide lock (`miko_assets.cpu_lock`, what the pipeline does);
-  - at once, each with its own lock file (no coordination: what a backfill did before).
+  - at once, sharing the machine-wide core slots (`miko_assets.cpu_lock`, what the pipeline does);
+  - at once, each with its own lock files (no coordination: what a backfill did before).
 It prints wall time, tokens/s and the ratio to the baseline measured in the same run.
 
     python benchmarks/embedded_backfill.py [--workers 2] [--calls 6] [--max-tokens 64]
@@ -36,17 +36,23 @@ def work(worker: int, calls: int, max_tokens: int) -> dict[str, float]:
 
     provider = LocalLlamaProvider()
     params = GenerationParams(temperature=0.0, max_tokens=max_tokens)
-    tokens = 0
-    started = time.perf_counter()
-    for i in range(calls):
-        topic = TOPICS[(worker * calls + i) % len(TOPICS)]
-        request = LLMRequest(
+    requests = [
+        LLMRequest(
             provider="local",
             model=provider.model,
             params=params,
             messages=(Message(role="user", content=f"Describe, in detail, why someone would post about {topic}."),),
         )
-        tokens += asyncio.run(provider.send(request, 600.0)).tokens_out
+        for topic in (TOPICS[(worker * calls + i) % len(TOPICS)] for i in range(calls))
+    ]
+
+    async def send_all() -> int:
+        # At once, as the runner sends them: the provider spreads them over its contexts.
+        replies = await asyncio.gather(*(provider.send(request, 600.0) for request in requests))
+        return sum(reply.tokens_out for reply in replies)
+
+    started = time.perf_counter()
+    tokens = asyncio.run(send_all())
     return {"tokens": tokens, "seconds": time.perf_counter() - started}
 
 

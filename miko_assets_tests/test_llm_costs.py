@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from miko_assets.cpu_lock import core_count, default_slots
 from miko_assets.devtools.fake_llm_server import FakeLLMServer
 from miko_assets.imaging.encode import encode_for_api
 from miko_assets.llm.config import ProviderLimits, RunnerConfig
@@ -251,5 +252,7 @@ def test_runner_config_from_env() -> None:
     assert config.budget_name == "weekly" and RunnerConfig.from_env({}).budget_name is None
     assert config.limits_for("openai") == ProviderLimits(rpm=500, tpm=200000)
     assert config.concurrency_for("anthropic") == 4 and config.concurrency_for("openai") == 32
-    assert config.concurrency_for("local") == 1  # one embedded model answers one call at a time
+    # The embedded model answers as many calls at once as it has contexts: one per core.
+    assert config.concurrency_for("local") == default_slots() == min(core_count(), 4)
+    assert RunnerConfig.from_env({"MIKO_LOCAL_CONCURRENCY": "3"}).concurrency_for("local") == 3
     assert RunnerConfig.from_env({}).max_spend_usd is None

@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from miko_assets.llm.local import ENV_MODEL_PATH, LocalLlamaProvider, default_gguf_path
+from miko_assets.llm.local import ENV_MODEL_PATH, LocalLlamaProvider, _load_pool, default_gguf_path
 from miko_assets.llm.continuation import check_continuation
 from miko_assets.llm.models import Continuation, GenerationParams, ImageInput, LLMRequest, Message
 from miko_assets.llm.provider_interface import Provider, ProviderError, ProviderReply
@@ -90,7 +90,9 @@ def test_tiny_max_tokens_finishes_with_length(provider: LocalLlamaProvider) -> N
     assert reply.tokens_out == 3
 
 
-def test_concurrent_calls_are_serialised_and_all_answer(provider: LocalLlamaProvider) -> None:
+def test_concurrent_calls_are_spread_over_the_contexts_and_all_answer() -> None:
+    provider = LocalLlamaProvider(contexts=2)
+
     async def many() -> list[ProviderReply]:
         requests = [
             _request(provider, f"Say a word that rhymes with {word}.", max_tokens=16)
@@ -100,6 +102,9 @@ def test_concurrent_calls_are_serialised_and_all_answer(provider: LocalLlamaProv
 
     replies = asyncio.run(many())
     assert all(r.finish_reason in ("stop", "length") and r.tokens_out > 0 for r in replies)
+    # Both contexts answered some of them.
+    pool = _load_pool(provider.model_path, provider.n_ctx, provider.n_threads, 2)
+    assert all(context.n_tokens > 0 for context in pool.contexts)
 
 
 def test_image_request_is_refused(provider: LocalLlamaProvider) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, computed_field
 
-from miko_assets.cpu_lock import exclusive_cores
+from miko_assets.cpu_lock import core_slot
 from miko_assets.imaging.encode import flatten_to_rgb
 from miko_assets.imaging.inspect import MAX_PIXELS, load_image
 
@@ -127,7 +127,7 @@ def tag_image(
 
     tagger = _tagger()
     batch = torch.from_numpy(_preprocess(image)).unsqueeze(0)
-    with exclusive_cores(), torch.inference_mode():
+    with core_slot(), torch.inference_mode():
         probs = tagger.model(batch).softmax(dim=-1)[0].tolist()
     # A few ImageNet classes share a display name (two kinds of missile, of sunglasses).
     by_label: dict[str, float] = defaultdict(float)

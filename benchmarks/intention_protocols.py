@@ -31,7 +31,6 @@ from miko_assets.annotate.miko_release import read_release
 from miko_assets.distill.intentions import split_prefix
 from miko_assets.distill.quality import format_quality_floor, quality_floor
 from miko_assets.distill.relations import RELATIONS_BY_NAME
-from miko_assets.llm.local import LocalLlamaProvider
 from miko_assets.llm.runner import LLMRunner, RunSummary
 from miko_assets.stages.benchmark import (
     benchmark_posts,
@@ -52,8 +51,6 @@ def main() -> None:
     parser.add_argument("--release", type=Path, required=True, help="MIKO's released train.json")
     parser.add_argument("--warehouse", type=Path, default=Path(tempfile.gettempdir()) / "miko_intention_protocols.duckdb")
     parser.add_argument("--generators", default=GENERATORS)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="llama.cpp threads of the embedded model (default: the provider's)")
     args = parser.parse_args()
 
     posts = benchmark_posts(args.release, args.posts, args.seed)
@@ -62,10 +59,6 @@ def main() -> None:
     print(f"{chosen} release post(s) with a reference, of {released}; {sum(len(p.references) for p in posts)} scored relations")
     runner = LLMRunner.from_env(Warehouse(args.warehouse))
     bert = default_bertscore()
-    if args.threads:
-        # On a machine other work keeps busy, fewer llama.cpp threads than cores avoid the
-        # threads spinning on each other (measured: 2 threads at load 20 took 67 s a call).
-        runner.providers.add(LocalLlamaProvider(n_threads=args.threads))
     rows = []
     for generator in parse_generators(args.generators):
         summaries: list[RunSummary] = []

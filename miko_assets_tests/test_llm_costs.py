@@ -179,6 +179,21 @@ def test_budget_guard_waits_for_calls_in_flight_then_refuses() -> None:
     assert asyncio.run(BudgetGuard(None).reserve(10**9))
 
 
+def test_a_spent_budget_refuses_at_once_whatever_order_its_calls_settled_in() -> None:
+    # Settled in another order than reserved, these sums leave 8e-17 "in flight" as floats; the
+    # guard used to wait for that to settle, for ever (a capped backfill hung on it).
+    async def scenario() -> bool:
+        guard = BudgetGuard(1.0)
+        amounts = [0.1, 0.2, 0.3, 0.07, 0.13]
+        for amount in amounts:
+            assert await guard.reserve(amount)
+        for amount in reversed(amounts):
+            await guard.settle(amount, 0.0)
+        return await asyncio.wait_for(guard.reserve(2.0), timeout=5)
+
+    assert asyncio.run(scenario()) is False
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_budget_stops_before_it_is_exceeded(
     concurrency: int, server: tuple[FakeLLMServer, str], tmp_path: Path

@@ -172,6 +172,9 @@ class BudgetGuard:
         self.allowance_usd = max_spend_usd
         self.spent_usd = 0.0
         self._reserved = 0.0
+        # Counted, not read off `_reserved`: float sums of reservations settled in another
+        # order leave crumbs like 8e-17, and a wait for those to settle never ended.
+        self._in_flight = 0
         self._changed = asyncio.Condition()
         self._share: SharedBudget | None = None
         self._headroom_usd = 0.0
@@ -194,10 +197,11 @@ class BudgetGuard:
                     if held + amount > self.allowance_usd:
                         self._share = None
                     continue
-                if self._reserved <= 0:
+                if self._in_flight == 0:
                     return False
                 await self._changed.wait()
             self._reserved += amount
+            self._in_flight += 1
             return True
 
     async def settle(self, reserved: float, actual: float) -> None:
@@ -205,7 +209,8 @@ class BudgetGuard:
         if self.allowance_usd is None:
             return
         async with self._changed:
-            self._reserved -= reserved
+            self._in_flight -= 1
+            self._reserved = self._reserved - reserved if self._in_flight else 0.0
             self._changed.notify_all()
 
 

@@ -79,7 +79,11 @@ def test_the_runs_of_a_backfill_in_two_processes_share_one_cap(tmp_path: Path) -
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for args in (["--calibrate", calibration, *partitions[:2]], partitions[2:])
         ]
-        outputs = [worker.communicate(timeout=600) for worker in workers]
+        try:
+            outputs = [worker.communicate(timeout=600) for worker in workers]
+        finally:
+            for worker in workers:
+                worker.kill()
         assert [w.returncode for w in workers] == [0, 0], [err[-3000:] for _, err in outputs]
         stats = server.stats()
 

@@ -37,6 +37,18 @@ def ingest_sample(warehouse: Warehouse, folder: Path, n: int) -> None:
     ingest_file(warehouse, "jsonl", path, split="few", images_dir=SAMPLE / "images", batch_size=1)
 
 
+def sent_images(items: list[dict]) -> list[dict]:
+    """The `image_url` parts of batch items' chat bodies."""
+    return [
+        part["image_url"]
+        for item in items
+        for message in item["body"]["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    ]
+
+
 def use_provider(monkeypatch: pytest.MonkeyPatch, url: str, **extra: str) -> None:
     env = {**provider_env(url), **extra}
     for stage in GENERATION_STAGES:
@@ -129,14 +141,7 @@ def test_miko_batch_backfill_goes_through_batches_and_materializes_from_the_cach
     ):
         assert cost == pytest.approx(BATCH_PRICE_FACTOR * (tokens_in * 0.15 + tokens_out * 0.60) / 1e6), stage
     # The captions' images went at the stage's size and detail.
-    images = [
-        part["image_url"]
-        for item in items
-        for message in item["body"]["messages"]
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part.get("type") == "image_url"
-    ]
+    images = sent_images(items)
     assert len(images) == 2 and all(image["detail"] == "low" for image in images)
 
     # Run again: everything is cached, nothing is submitted, the partitions are made again.
@@ -165,15 +170,8 @@ def test_miko_batch_backfill_goes_through_batches_and_materializes_from_the_cach
     out = capsys.readouterr().out
     assert f"captions: 2 partition(s): {', '.join(PARTITIONS)}" in out
     assert "captions, key_info, intentions materialized" in out
-    new_items = [item for batch_id, batch in fake.batch_items.items() for item in batch][len(items):]
-    new_images = [
-        part["image_url"]
-        for item in new_items
-        for message in item["body"]["messages"]
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part.get("type") == "image_url"
-    ]
+    new_items = [item for batch in fake.batch_items.values() for item in batch][len(items):]
+    new_images = sent_images(new_items)
     assert len(new_images) == 2 and all(image["detail"] == "high" for image in new_images)
     new_versions = {v for (v,) in warehouse.rows("SELECT DISTINCT code_version FROM captions")}
     assert new_versions.isdisjoint(old_versions) and len(new_versions) == 1

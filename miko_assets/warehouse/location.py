@@ -128,16 +128,16 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     with open(folder / ".install.lock", "w") as lock:  # two processes must not write one file at once
         fcntl.flock(lock, fcntl.LOCK_EX)
         # A file path, not a value: INSTALL takes no parameters. The path is the package's own.
-        con.execute(f"INSTALL '{_quoted(str(shipped))}'")
+        con.execute(f"INSTALL '{quoted_literal(str(shipped))}'")
     con.execute(f"LOAD {name}")
 
 
-def _quoted(text: str) -> str:
+def quoted_literal(text: str) -> str:
     """`text` for a SQL string literal, for the statements that take no bound parameters."""
     return text.replace("'", "''")
 
 
 def attach_statement(location: WarehouseLocation, alias: str) -> str:
     """ATTACH takes no bound parameters: the operator's own setting goes in a quoted literal."""
-    return (f"ATTACH '{_quoted(DUCKLAKE_PREFIX + (location.catalog or ''))}' AS {alias} "
-            f"(DATA_PATH '{_quoted(location.data_path or '')}')")
+    return (f"ATTACH '{quoted_literal(DUCKLAKE_PREFIX + (location.catalog or ''))}' AS {alias} "
+            f"(DATA_PATH '{quoted_literal(location.data_path or '')}')")

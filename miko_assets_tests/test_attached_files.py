@@ -1,0 +1,69 @@
+"""Warehouse files are attached to one in-memory DuckDB per process while in use, and released
+for other processes (checkpointed, unlocked) when the last connection closes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from miko_assets.warehouse.warehouse import Warehouse
+
+
+def _other_process_count(path: Path) -> str:
+    """What another process reads from the file, or its error: it is refused while we hold it."""
+    script = (
+        "import duckdb\n"
+        f"try: print(duckdb.connect({str(path)!r}).execute('SELECT count(*) FROM miko.notes').fetchone()[0])\n"
+        "except duckdb.IOException as exc: print('locked' if 'lock' in str(exc).lower() else exc)\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_file_is_released_to_other_processes_when_the_last_connection_closes(tmp_path: Path) -> None:
+    path = tmp_path / "it's a warehouse.duckdb"  # a quote in the name is part of the literal
+    warehouse = Warehouse(path)
+    warehouse.execute("CREATE TABLE notes (text VARCHAR)")
+    with warehouse.connect() as outer:
+        outer.execute("INSERT INTO notes VALUES ('one')")
+        with warehouse.connect() as inner:  # the same attachment, not a second open
+            inner.execute("INSERT INTO notes VALUES ('two')")
+        assert _other_process_count(path) == "locked", "the outer connection still holds the file"
+    assert not Path(f"{path}.wal").exists(), "closing the last connection checkpoints the file"
+    assert _other_process_count(path) == "2"
+    # And once the other process has let go, this one opens it again.
+    assert warehouse.rows("SELECT count(*) FROM notes") == [(2,)]
+
+
+def test_two_warehouse_files_are_open_at_once_in_one_process(tmp_path: Path) -> None:
+    first, second = Warehouse(tmp_path / "a.duckdb"), Warehouse(tmp_path / "b.duckdb")
+    for warehouse, name in ((first, "a"), (second, "b")):
+        warehouse.execute("CREATE TABLE notes (text VARCHAR)")
+        warehouse.execute("INSERT INTO notes VALUES (?)", [name])
+    with first.connect() as a, second.connect() as b:
+        assert a.execute("SELECT text FROM notes").fetchall() == [("a",)]
+        assert b.execute("SELECT text FROM notes").fetchall() == [("b",)]
+
+
+def test_threads_open_and_close_one_file_at_once(tmp_path: Path) -> None:
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    warehouse.execute("CREATE TABLE notes (thread INTEGER, n INTEGER)")
+    errors: list[BaseException] = []
+
+    def write(thread: int) -> None:
+        try:
+            for n in range(25):
+                warehouse.write(lambda con: con.execute("INSERT INTO notes VALUES (?, ?)", [thread, n]))
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert warehouse.rows("SELECT count(*), count(DISTINCT (thread, n)) FROM notes") == [(100, 100)]
+    assert warehouse.path is not None and _other_process_count(warehouse.path) == "100"
+

@@ -2,13 +2,15 @@
 
 For each concurrency, N requests of about 330 prompt tokens go
   - through `LLMRunner` with the aiohttp transport (cache lookups and writes included),
+  - through `LLMRunner` without a warehouse (no cache: the event loop's own work),
   - through `LLMRunner` with the official-SDK transport,
   - through the plain `openai` SDK behind a semaphore (no layer at all, for comparison),
   - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
 and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
-request (process CPU time, every thread included, / requests). The layer (aiohttp) and the bare
-client alternate `--rounds` times, and the figure that counts is the layer's throughput over the
-bare client's in the same round (next to each other in time, so under about the same load),
+request (process CPU time, every thread included, / requests; in brackets the event loop's
+thread alone). The layer (with and without a warehouse) and the bare client alternate `--rounds`
+times, and the figure that counts is the layer's throughput over the bare client's in the same
+round (next to each other in time, so under about the same load),
 the median of the rounds. Then it times a fully cached
 re-run of `--cached` requests, and the fixed costs each batch pays around its calls: rendering
 and hashing the requests, opening the DuckDB file, the cache lookup before the first call and
@@ -77,14 +79,16 @@ def measure(
 ) -> float:
     """Run `work(*args)` (which returns how many requests it made), print the figures and
     return the requests per second."""
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
     n = work(*args)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    loop = time.thread_time() - loop0  # the event loop runs on this thread (`run_sync`)
     ideal = concurrency / latency_s
     rps = n / wall
     print(
         f"{label:<20} c={concurrency:<4} {rps:6.0f} req/s  ideal {ideal:5.0f}"
-        f"  ratio {rps / ideal:4.2f}  client CPU {cpu / n * 1000:4.2f} ms/req",
+        f"  ratio {rps / ideal:4.2f}  client CPU {cpu / n * 1000:4.2f} ms/req"
+        f" (event loop {loop / n * 1000:4.2f})",
         flush=True,
     )
     return rps
@@ -201,19 +205,23 @@ def main() -> None:
         warehouse.ensure_schema()
         print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
         for c in args.concurrency:
-            ratios = []
+            ratios: dict[str, list[float]] = {"layer": [], "layer, no warehouse": []}
             for round_ in range(args.rounds):
-                runner = layer(base_url, "aiohttp", warehouse, c)
-                requests = make_requests(f"aiohttp-{c}-{round_}", args.requests)
-                layer_rps = measure("layer (aiohttp)", c, latency_s, through_layer, runner, requests)
+                rates = {}
+                for label, store in (("layer", warehouse), ("layer, no warehouse", None)):
+                    runner = layer(base_url, "aiohttp", store, c)
+                    requests = make_requests(f"{label}-{c}-{round_}", args.requests)
+                    rates[label] = measure(label, c, latency_s, through_layer, runner, requests)
                 requests = make_requests(f"bare-{c}-{round_}", args.requests)
                 bare_rps = measure("bare aiohttp client", c, latency_s, bare_aiohttp, base_url, requests, c)
-                ratios.append(layer_rps / bare_rps)
-            print(
-                f"layer / bare client  c={c:<4} {statistics.median(ratios):4.2f} (median of "
-                f"{args.rounds} rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
-                flush=True,
-            )
+                for label, rps in rates.items():
+                    ratios[label].append(rps / bare_rps)
+            for label, values in ratios.items():
+                print(
+                    f"{label} / bare client  c={c:<4} {statistics.median(values):4.2f} (median of "
+                    f"{args.rounds} rounds: {', '.join(f'{r:.2f}' for r in values)})",
+                    flush=True,
+                )
             runner = layer(base_url, "sdk", warehouse, c)
             requests = make_requests(f"sdk-{c}", args.requests)
             measure("layer (sdk)", c, latency_s, through_layer, runner, requests)

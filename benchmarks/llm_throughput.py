@@ -152,11 +152,10 @@ def fixed_costs_per_batch(warehouse: Warehouse, n: int, repeats: int = 5) -> Non
     """Median milliseconds of the work a batch of `n` requests does before its first call and after its last answer."""
     requests = make_requests("fixed", n)
     cache = LLMCallCache(warehouse)
-    # About a second of answers at concurrency 64 is what the final flush writes.
     records = [
         CallRecord(call_id=sha256_text(r.request_json()), provider=r.provider, model=r.model,
                    request_json=r.request_json(), response_text="An answer.", status="ok", created_at=utc_now())
-        for r in requests[:600]
+        for r in requests
     ]
 
     def render_and_hash() -> None:
@@ -167,15 +166,25 @@ def fixed_costs_per_batch(warehouse: Warehouse, n: int, repeats: int = 5) -> Non
         with warehouse.connect():
             pass
 
+    def flushes(size: int) -> Callable[[], object]:
+        """Storing `size` results; each repeat writes new rows, as a batch's flushes do."""
+        batches = iter([
+            [r.model_copy(update={"call_id": f"{size}-{k}-{r.call_id}"}) for r in records[:size]]
+            for k in range(repeats)
+        ])
+        return lambda: cache.put_many(next(batches))
+
     keys = [sha256_text(r.request_json()) for r in requests]
-    # Each flush writes new rows, as a batch's final flush does.
-    flushes = iter([[r.model_copy(update={"call_id": f"{k}-{r.call_id}"}) for r in records] for k in range(repeats)])
     steps: list[tuple[str, Callable[[], object]]] = [
         (f"render and hash {n} requests", render_and_hash),
         ("open and close the DuckDB file", open_file),
         ("open a DuckDB in-memory database", lambda: duckdb.connect(":memory:").close()),
         (f"cache lookup of {n} keys (before the first call)", lambda: cache.get_many(keys)),
-        (f"final flush of {len(records)} results (after the last answer)", lambda: cache.put_many(next(flushes))),
+        # About a second of answers at concurrency 64 is what the final flush writes; the
+        # smaller and larger flushes show the part every flush pays whatever its size.
+        ("final flush of 600 results (after the last answer)", flushes(600)),
+        ("a flush of 100 results", flushes(100)),
+        (f"a flush of {n} results", flushes(n)),
     ]
     print(f"fixed costs of a batch of {n}, median of {repeats}:")
     for label, step in steps:

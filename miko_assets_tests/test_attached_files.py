@@ -67,3 +67,33 @@ def test_threads_open_and_close_one_file_at_once(tmp_path: Path) -> None:
     assert warehouse.rows("SELECT count(*), count(DISTINCT (thread, n)) FROM notes") == [(100, 100)]
     assert warehouse.path is not None and _other_process_count(warehouse.path) == "100"
 
+
+
+def test_a_new_file_is_written_in_the_current_storage_format_and_an_older_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    import duckdb
+
+    from miko_assets.warehouse.attached_files import STORAGE_VERSION
+
+    def storage_version(path: Path) -> str:
+        script = (
+            "import duckdb; con = duckdb.connect()\n"
+            f"con.execute(\"ATTACH '{path}' AS w (READ_ONLY)\")\n"
+            "print(con.execute(\"SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'w'\").fetchone()[0])\n"
+        )
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+    new = Warehouse(tmp_path / "new.duckdb")
+    new.ensure_schema()
+    assert storage_version(new.path) == f"{STORAGE_VERSION}+"
+
+    old_path = tmp_path / "old.duckdb"
+    duckdb.connect(str(old_path)).close()  # DuckDB's default format, as files made before
+    before = storage_version(old_path)
+    assert before != f"{STORAGE_VERSION}+"
+    old = Warehouse(old_path)
+    old.ensure_schema()
+    old.execute("CREATE TABLE notes (text VARCHAR)")
+    assert storage_version(old_path) == before
+    assert old.rows("SELECT count(*) FROM llm_calls") == [(0,)]

@@ -7,6 +7,11 @@ open stalled the event loop that runs them. Attaching the file to an instance th
 takes about 1 ms. The file is attached while any connection of this process uses it and
 detached (checkpointed, its lock released for other processes) when the last one closes, so the
 file is held no longer than before.
+
+A file this process creates is written in DuckDB 1.5's storage format rather than DuckDB's
+default (0.10's, kept for old readers): with the warehouse's 30 tables, attaching it takes
+about a third of the time and a checkpoint about half, which every flush and lookup pays.
+Files made before keep their format.
 """
 
 from __future__ import annotations
@@ -22,13 +27,23 @@ import duckdb
 from miko_assets.warehouse.location import offline_config, quoted_literal
 
 
+# The storage format of new warehouse files (DuckDB 1.5 or later reads them).
+STORAGE_VERSION = "v1.5.0"
+
+
 class AttachedFiles:
     """One process's in-memory DuckDB and the warehouse files attached to it, counted by user."""
 
     def __init__(self) -> None:
         # Spills of big queries go to a folder of this process, not `.tmp` in the working folder.
         spill = Path(tempfile.gettempdir()) / f"miko-duckdb-{os.getpid()}"
-        self._host = duckdb.connect(config={**offline_config(), "temp_directory": str(spill)})
+        self._host = duckdb.connect(
+            config={
+                **offline_config(),
+                "temp_directory": str(spill),
+                "storage_compatibility_version": STORAGE_VERSION,
+            }
+        )
         self._users: dict[str, int] = {}
         self._lock = threading.Lock()
 

@@ -238,13 +238,14 @@ class Warehouse:
     # -- reads and writes -----------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
-        return self._read(lambda con: con.execute(sql, params).df())
+        return self.read(lambda con: con.execute(sql, params).df())
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
-        return self._read(lambda con: con.execute(sql, params).fetchall())
+        return self.read(lambda con: con.execute(sql, params).fetchall())
 
-    def _read(self, body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """`body` on a connection; on a DuckLake retried while another writer holds a SQLite catalog."""
+    def read(self, body: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`body` (several queries on one connection); on a DuckLake retried while another
+        writer holds a SQLite catalog."""
         self.ensure_schema()
         if self.is_ducklake:
             return self._retrying(body, {})

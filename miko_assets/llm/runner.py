@@ -25,6 +25,7 @@ from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.continuation import ContinuationError, check_continuation
 from miko_assets.llm.costs import BudgetGuard, PriceBook, PriceTable, call_estimate
 from miko_assets.llm.event_loop import run_sync
+from miko_assets.llm.heap import older_objects_frozen
 from miko_assets.llm.lanes import Lanes
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
 from miko_assets.llm.progress import BatchProgress
@@ -132,7 +133,8 @@ class LLMRunner:
         far the batch has got, and of its retries, rate-limit pauses and repairs.
         """
         batch = _Batch(self, validator, dagster_run_id, stage, progress)
-        return await batch.run(requests)
+        with older_objects_frozen():
+            return await batch.run(requests)
 
 
 @dataclass(slots=True)

@@ -11,14 +11,18 @@ from pathlib import Path
 from miko_assets.warehouse.warehouse import Warehouse
 
 
+def _in_another_process(script: str) -> str:
+    """What `script` prints when another Python process runs it."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _other_process_count(path: Path) -> str:
     """What another process reads from the file, or its error: it is refused while we hold it."""
-    script = (
+    return _in_another_process(
         "import duckdb\n"
         f"try: print(duckdb.connect({str(path)!r}).execute('SELECT count(*) FROM miko.notes').fetchone()[0])\n"
         "except duckdb.IOException as exc: print('locked' if 'lock' in str(exc).lower() else exc)\n"
     )
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_the_file_is_released_to_other_processes_when_the_last_connection_closes(tmp_path: Path) -> None:
@@ -77,12 +81,11 @@ def test_a_new_file_is_written_in_the_current_storage_format_and_an_older_one_ke
     from miko_assets.warehouse.attached_files import STORAGE_VERSION
 
     def storage_version(path: Path) -> str:
-        script = (
+        return _in_another_process(
             "import duckdb; con = duckdb.connect()\n"
             f"con.execute(\"ATTACH '{path}' AS w (READ_ONLY)\")\n"
             "print(con.execute(\"SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'w'\").fetchone()[0])\n"
         )
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
 
     new = Warehouse(tmp_path / "new.duckdb")
     new.ensure_schema()

@@ -1,12 +1,13 @@
 """While a batch's calls are in flight the heap that existed before it is frozen, so the
-garbage collector's full passes walk only what the batch made; it is unfrozen afterwards."""
+garbage collector's full passes walk only what the batch made, and young objects are collected
+less often; both are undone afterwards."""
 
 from __future__ import annotations
 
 import gc
 import threading
 
-from miko_assets.llm.heap import older_objects_frozen
+from miko_assets.llm.heap import BATCH_YOUNG_THRESHOLD, collector_settings_for_a_batch
 from miko_assets.llm.models import LLMRequest, Message
 from miko_assets.llm.provider_interface import ProviderReply
 from miko_assets.llm.provider_registry import ProviderRegistry
@@ -21,9 +22,11 @@ class FreezeWatcher:
 
     def __init__(self) -> None:
         self.frozen_during_calls: list[int] = []
+        self.thresholds_during_calls: set[tuple[int, int, int]] = set()
 
     async def send(self, request: LLMRequest, timeout_s: float) -> ProviderReply:
         self.frozen_during_calls.append(gc.get_freeze_count())
+        self.thresholds_during_calls.add(gc.get_threshold())
         return ProviderReply(text="an answer", finish_reason="stop")
 
     async def aclose(self) -> None:
@@ -32,6 +35,7 @@ class FreezeWatcher:
 
 def test_a_batch_runs_with_the_older_heap_frozen_and_unfreezes_it_after() -> None:
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
     provider = FreezeWatcher()
     requests = [
         LLMRequest(provider="openai", model="gpt-4o-mini", messages=(Message(role="user", content=f"q{i}"),))
@@ -42,6 +46,8 @@ def test_a_batch_runs_with_the_older_heap_frozen_and_unfreezes_it_after() -> Non
     assert len(provider.frozen_during_calls) == 5
     assert min(provider.frozen_during_calls) > 1000, "the process's modules and objects are frozen"
     assert gc.get_freeze_count() == 0, "the heap is unfrozen when the batch ends"
+    assert provider.thresholds_during_calls == {(BATCH_YOUNG_THRESHOLD, *before[1:])}
+    assert gc.get_threshold() == before
 
 
 def test_overlapping_blocks_keep_the_heap_frozen_until_the_last_ends() -> None:
@@ -49,7 +55,7 @@ def test_overlapping_blocks_keep_the_heap_frozen_until_the_last_ends() -> None:
     seen: dict[str, int] = {}
 
     def first() -> None:
-        with older_objects_frozen():
+        with collector_settings_for_a_batch():
             first_in.set()
             second_done.wait(5)
             seen["first, after the second ended"] = gc.get_freeze_count()
@@ -58,18 +64,19 @@ def test_overlapping_blocks_keep_the_heap_frozen_until_the_last_ends() -> None:
     thread = threading.Thread(target=first)
     thread.start()
     first_in.wait(5)
-    with older_objects_frozen():
+    with collector_settings_for_a_batch():
         seen["second"] = gc.get_freeze_count()
     second_done.set()
     thread.join(5)
     assert seen["second"] > 0 and seen["first, after the second ended"] > 0
     assert first_out.is_set() and gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] != BATCH_YOUNG_THRESHOLD
 
 
 def test_a_block_that_raises_unfreezes_the_heap() -> None:
     try:
-        with older_objects_frozen():
+        with collector_settings_for_a_batch():
             raise ValueError("the batch failed")
     except ValueError:
         pass
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] != BATCH_YOUNG_THRESHOLD

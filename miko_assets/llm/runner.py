@@ -25,7 +25,7 @@ from miko_assets.llm.config import RunnerConfig
 from miko_assets.llm.continuation import ContinuationError, check_continuation
 from miko_assets.llm.costs import BudgetGuard, PriceBook, PriceTable, call_estimate
 from miko_assets.llm.event_loop import run_sync
-from miko_assets.llm.heap import older_objects_frozen
+from miko_assets.llm.heap import collector_settings_for_a_batch
 from miko_assets.llm.lanes import Lanes
 from miko_assets.llm.models import LLMRequest, LLMResponse, sha256_text
 from miko_assets.llm.progress import BatchProgress
@@ -133,7 +133,7 @@ class LLMRunner:
         far the batch has got, and of its retries, rate-limit pauses and repairs.
         """
         batch = _Batch(self, validator, dagster_run_id, stage, progress)
-        with older_objects_frozen():
+        with collector_settings_for_a_batch():
             return await batch.run(requests)
 
 

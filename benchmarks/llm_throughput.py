@@ -8,7 +8,7 @@ For each concurrency, N requests of about 330 prompt tokens go
   - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
 and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
 request (process CPU time, every thread included, / requests; in brackets the event loop's
-thread alone). The layer (with and without a warehouse) and the bare client alternate `--rounds`
+thread alone) and the time the garbage collector stopped the process during the run. The layer (with and without a warehouse) and the bare client alternate `--rounds`
 times, and the figure that counts is the layer's throughput over the bare client's in the same
 round (next to each other in time, so under about the same load),
 the median of the rounds. Then it times a fully cached
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
@@ -74,11 +75,33 @@ def make_requests(tag: str, n: int) -> list[LLMRequest]:
     ]
 
 
+class CollectorClock:
+    """Seconds the garbage collector ran, and how many of its passes were full ones."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full_passes, self._started = 0.0, 0, 0.0
+        gc.callbacks.append(self._tick)
+
+    def reset(self) -> None:
+        self.seconds, self.full_passes = 0.0, 0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full_passes += info["generation"] == 2
+
+
+COLLECTOR = CollectorClock()
+
+
 def measure(
     label: str, concurrency: int, latency_s: float, work: Callable[..., int], *args: object
 ) -> float:
     """Run `work(*args)` (which returns how many requests it made), print the figures and
     return the requests per second."""
+    COLLECTOR.reset()
     wall0, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
     n = work(*args)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -88,7 +111,8 @@ def measure(
     print(
         f"{label:<20} c={concurrency:<4} {rps:6.0f} req/s  ideal {ideal:5.0f}"
         f"  ratio {rps / ideal:4.2f}  client CPU {cpu / n * 1000:4.2f} ms/req"
-        f" (event loop {loop / n * 1000:4.2f})",
+        f" (event loop {loop / n * 1000:4.2f})  gc {COLLECTOR.seconds * 1000:4.0f} ms"
+        f" ({COLLECTOR.full_passes} full)",
         flush=True,
     )
     return rps
@@ -212,7 +236,10 @@ def main() -> None:
         base_url = f"{url}/v1"
         warehouse = Warehouse(Path(tmp) / "bench.duckdb")
         warehouse.ensure_schema()
-        print(f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}")
+        print(
+            f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}; "
+            f"{len(gc.get_objects()):,} objects tracked by the garbage collector"
+        )
         for c in args.concurrency:
             ratios: dict[str, list[float]] = {"layer": [], "layer, no warehouse": []}
             for round_ in range(args.rounds):

@@ -18,6 +18,10 @@ the final flush after the last answer. The fake server runs in its own process, 
 not counted against the client.
 
     python benchmarks/llm_throughput.py [--requests 2000] [--concurrency 16 64 256] [--rounds 3]
+        [--warehouse ducklake:sqlite:/tmp/lake.sqlite --data-path /tmp/lake_data]
+
+The warehouse is a new DuckDB file in a temporary folder unless `--warehouse` names another
+(a `ducklake:` URL, with `--data-path` for its files).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from miko_assets.llm.models import GenerationParams, LLMRequest, Message, sha256
 from miko_assets.llm.openai_provider import OpenAIProvider, OpenAISettings, chat_payload
 from miko_assets.llm.provider_registry import ProviderRegistry
 from miko_assets.llm.runner import LLMRunner
+from miko_assets.warehouse.location import parse_location
 from miko_assets.warehouse.warehouse import Warehouse
 
 MODEL = "gpt-4o-mini"
@@ -230,11 +235,14 @@ def main() -> None:
         "--rounds", type=int, default=3,
         help="layer and bare client alternate this many times per concurrency (the machine's load drifts)",
     )
+    parser.add_argument("--warehouse", help="a warehouse location (default: a new DuckDB file)")
+    parser.add_argument("--data-path", help="where a DuckLake warehouse keeps its files")
     args = parser.parse_args()
     latency_s = args.latency_ms / 1000
     with fake_llm_process(args.latency_ms) as url, tempfile.TemporaryDirectory() as tmp:
         base_url = f"{url}/v1"
-        warehouse = Warehouse(Path(tmp) / "bench.duckdb")
+        where = args.warehouse or str(Path(tmp) / "bench.duckdb")
+        warehouse = Warehouse(parse_location(where, args.data_path))
         warehouse.ensure_schema()
         print(
             f"{args.requests} requests, server latency {args.latency_ms:g} ms, {MODEL}; "

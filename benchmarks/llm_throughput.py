@@ -8,10 +8,10 @@ For each concurrency, N requests of about 330 prompt tokens go
   - through a bare aiohttp client (no layer, no bookkeeping: the ceiling here),
 and the script prints requests/s against the ideal (concurrency / latency) and client CPU per
 request (process CPU time, every thread included, / requests; in brackets the event loop's
-thread alone) and the time the garbage collector stopped the process during the run. The layer (with and without a warehouse) and the bare client alternate `--rounds`
-times, and the figure that counts is the layer's throughput over the bare client's in the same
-round (next to each other in time, so under about the same load),
-the median of the rounds. Then it times a fully cached
+thread alone) and the time the garbage collector stopped the process during the run. The layer
+(with and without a warehouse) and the bare client alternate `--rounds` times, and the figure
+that counts is the layer's throughput over the bare client's in the same round (next to each
+other in time, so under about the same load), the median of the rounds. Then it times a fully cached
 re-run of `--cached` requests, and the fixed costs each batch pays around its calls: rendering
 and hashing the requests, opening the DuckDB file, the cache lookup before the first call and
 the final flush after the last answer. The fake server runs in its own process, so its CPU is

@@ -58,7 +58,7 @@ def test_threads_open_and_close_one_file_at_once(tmp_path: Path) -> None:
     def write(thread: int) -> None:
         try:
             for n in range(25):
-                warehouse.write(lambda con: con.execute("INSERT INTO notes VALUES (?, ?)", [thread, n]))
+                warehouse.write(lambda con, n=n: con.execute("INSERT INTO notes VALUES (?, ?)", [thread, n]))
         except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
             errors.append(exc)
 

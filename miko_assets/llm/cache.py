@@ -21,8 +21,8 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from miko_assets.llm.models import canonical_json, sha256_text
-from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_CALLS, TABLES
 from miko_assets.warehouse.location import WarehouseLocation
+from miko_assets.warehouse.schema import LLM_BATCH_ITEMS, LLM_CALLS, TABLES
 from miko_assets.warehouse.warehouse import Warehouse, history_table
 
 log = logging.getLogger(__name__)

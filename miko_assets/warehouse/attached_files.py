@@ -4,9 +4,10 @@
 every open and holds the GIL for most of it: about 15-30 ms an open. An LLM batch opens the
 file several times while its calls are in flight (cache lookups, the writer's flushes), and each
 open stalled the event loop that runs them. Attaching the file to an instance the process keeps
-takes about 1 ms. The file is attached while any connection of this process uses it and
-detached (checkpointed, its lock released for other processes) when the last one closes, so the
-file is held no longer than before.
+takes a few ms (`benchmarks/llm_throughput.py` prints it: about 5 ms with the warehouse's
+tables). The file is attached while any connection of this process uses it and detached
+(checkpointed, its lock released for other processes) when the last one closes, so the file is
+held no longer than before.
 
 A file this process creates is written in DuckDB 1.5's storage format rather than DuckDB's
 default (0.10's, kept for old readers): with the warehouse's 30 tables, attaching it takes
@@ -25,7 +26,6 @@ from pathlib import Path
 import duckdb
 
 from miko_assets.warehouse.location import offline_config, quoted_literal
-
 
 # The storage format of new warehouse files (DuckDB 1.5 or later reads them).
 STORAGE_VERSION = "v1.5.0"
